@@ -79,19 +79,19 @@ class Endpoint:
     version: str = ""
     group: str = ""
     app: str = ""
-    tags: Mapping[str, str] = field(default=_EMPTY, hash=False)
+    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     methods: Mapping[str, Mapping[str, object]] = field(
-        default=MappingProxyType({}), hash=False
+        default_factory=lambda: MappingProxyType({}), hash=False
     )
     started_at: float = 0.0
+    address: str = field(init=False, compare=False, hash=False, repr=False)
+    """``host:port`` (IPv6 bracketed) — the endpoint's identity within a service."""
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigurationError("an endpoint needs a host")
         if not 0 < self.port < 65536:
-            raise ConfigurationError(
-                f"endpoint {self.host}:{self.port}: port must be in 1..65535"
-            )
+            raise ConfigurationError(f"endpoint {self.host}:{self.port}: port must be in 1..65535")
         if self.weight < 0:
             raise ConfigurationError(
                 f"endpoint {self.host}:{self.port}: weight must be >= 0, got {self.weight}"
@@ -100,11 +100,7 @@ class Endpoint:
             object.__setattr__(self, "tags", MappingProxyType(dict(self.tags)))
         if not isinstance(self.methods, MappingProxyType):
             object.__setattr__(self, "methods", MappingProxyType(dict(self.methods)))
-
-    @property
-    def address(self) -> str:
-        """``host:port`` (IPv6 bracketed) — the endpoint's identity within a service."""
-        return format_address(self.host, self.port)
+        object.__setattr__(self, "address", format_address(self.host, self.port))
 
     @classmethod
     def parse(cls, address: str, **attrs: object) -> Endpoint:

@@ -74,8 +74,13 @@ _NOT_SENT_MARKERS = (
 )
 
 _COUNTED = frozenset(
-    {Verdict.NOT_SENT, Verdict.UNAVAILABLE, Verdict.TIMEOUT, Verdict.OVERLOADED,
-     Verdict.SERVER_ERROR}
+    {
+        Verdict.NOT_SENT,
+        Verdict.UNAVAILABLE,
+        Verdict.TIMEOUT,
+        Verdict.OVERLOADED,
+        Verdict.SERVER_ERROR,
+    }
 )
 _RETRY_IDEMPOTENT = frozenset(
     {Verdict.UNAVAILABLE, Verdict.TIMEOUT, Verdict.OVERLOADED, Verdict.SERVER_ERROR}

@@ -27,18 +27,27 @@ def generate() -> dict[str, str]:
     files: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.glob("*.proto"))
-        args = ["protoc", f"-I{PROTOS}", f"--python_out={tmp}", f"--pyi_out={tmp}",
-                f"--grpc_python_out={tmp}", *protos]
+        args = [
+            "protoc",
+            f"-I{PROTOS}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *protos,
+        ]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed; see the messages above")
         modules = [Path(p).stem for p in protos]
         for path in sorted(Path(tmp).iterdir()):
             text = path.read_text()
             for mod in modules:
-                text = re.sub(rf"^import {mod}_pb2 as", f"from . import {mod}_pb2 as", text,
-                              flags=re.M)
+                text = re.sub(
+                    rf"^import {mod}_pb2 as", f"from . import {mod}_pb2 as", text, flags=re.M
+                )
             files[path.name] = HEADER + text
-    files["__init__.py"] = HEADER + '"""Generated messages and stubs for the test and example services."""\n'
+    files["__init__.py"] = (
+        HEADER + '"""Generated messages and stubs for the test and example services."""\n'
+    )
     return files
 
 

@@ -126,7 +126,5 @@ def create_discovery(url: str, options: DiscoveryOptions | None = None) -> Disco
     factory = factory_for(parsed.scheme)
     if factory is None:
         known = sorted({*_BUILTIN, *(ep.name for ep in entry_points(group="dubbok.discovery"))})
-        raise InvalidURLError(
-            url, f"unknown scheme {parsed.scheme!r} (known: {', '.join(known)})"
-        )
+        raise InvalidURLError(url, f"unknown scheme {parsed.scheme!r} (known: {', '.join(known)})")
     return factory(parsed, options or DiscoveryOptions())

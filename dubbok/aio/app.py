@@ -1,0 +1,241 @@
+"""``dubbok.aio.App`` — the asyncio twin of :class:`dubbok.App`, on ``grpc.aio``.
+
+Same options, same lifecycle; ``serve``, ``wait``, ``stop`` and ``aclose`` are awaitable.
+Registry calls (blocking etcd I/O) run in a worker thread; discovery updates from background
+threads hop onto the loop before they touch channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..app import DEFAULT_GRACE, _AppBase, advertised_host
+from ..directory import Directory
+from ..discovery import Subscription
+from ..endpoint import Endpoint
+from ..errors import ConfigurationError, DubbokError
+from ..server import ExportedService, listen
+from ..service import MethodOptions
+from ..url import parse_url
+from .reference import AsyncReference
+from .server import export_async, new_async_server
+from .transport import AsyncChannelPool
+
+__all__ = ["App"]
+
+log = logging.getLogger("dubbok.app")
+
+T = TypeVar("T")
+
+
+def _on_loop(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[Sequence[Endpoint]], None]
+) -> Callable[[Sequence[Endpoint]], None]:
+    """Run ``fn`` on ``loop``: directly from the loop's thread, else via call_soon_threadsafe."""
+    loop_thread = threading.get_ident()
+
+    def listener(endpoints: Sequence[Endpoint]) -> None:
+        if threading.get_ident() == loop_thread:
+            fn(endpoints)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(fn, tuple(endpoints))
+
+    return listener
+
+
+class App(_AppBase):
+    """A dubbok application on ``grpc.aio``. Create it inside a running event loop."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._pool = AsyncChannelPool(
+            options=self._channel_options, credentials=self._channel_credentials
+        )
+        self._server: Any = None
+        self._health: Any = None
+        self._references: list[tuple[Directory, Subscription]] = []
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    async def serve(self, *servicers: object, host: str = "0.0.0.0", port: int = 0) -> int:
+        """Export async ``servicers`` on ``host:port``; return the bound port."""
+        if not servicers:
+            raise ConfigurationError("serve() needs at least one servicer")
+        if self._server is not None:
+            raise ConfigurationError(
+                f"{self.name} is already serving on port {self.port}; pass every servicer "
+                "to one serve() call"
+            )
+        exported: list[ExportedService] = [export_async(s) for s in servicers]
+        server = new_async_server(self._server_options)
+        names: list[str] = []
+        for svc in exported:
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(svc.name, dict(svc.handlers)),)
+            )
+            server.add_registered_method_handlers(svc.name, dict(svc.handlers))
+            names.append(svc.name)
+        if self._health_enabled:
+            self._health = health.aio.HealthServicer()
+            for n in ["", *names]:
+                await self._health.set(n, health_pb2.HealthCheckResponse.NOT_SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            names.append(health.SERVICE_NAME)
+        if self._reflection_enabled:
+            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        bound = listen(server, host, port)
+        await server.start()
+        self._server = server
+        self._exported = exported
+        self.port = bound
+        if self._health is not None:
+            for n in ["", *(s.name for s in exported)]:
+                await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
+        if self.registry_url is not None:
+            advertised = advertised_host(host, self._advertise)
+            started = time.time()
+            for svc in exported:
+                ep = svc.endpoint(self.name, advertised, bound, started)
+                await asyncio.to_thread(self.registry.register, svc.name, ep)
+                self._announced.append((svc.name, ep))
+        log.info(
+            "%s serving %s on %s:%d", self.name, ", ".join(s.name for s in exported), host, bound
+        )
+        return bound
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until SIGTERM/SIGINT (then stop gracefully) or :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self._stop_requested.set)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+        try:
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), timeout)
+            except asyncio.TimeoutError:
+                return False
+            await self.stop()
+            return True
+        finally:
+            for done_sig in installed:
+                loop.remove_signal_handler(done_sig)
+
+    async def stop(self, grace: float | None = DEFAULT_GRACE) -> None:
+        """Stop gracefully: NOT_SERVING → unregister → drain → stop accepting → grace."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            if self._health is not None:
+                await self._health.enter_graceful_shutdown()
+            for service, ep in self._announced:
+                try:
+                    await asyncio.to_thread(self.registry.unregister, service, ep)
+                except DubbokError as exc:
+                    log.warning("could not unregister %s at %s: %s", service, ep.address, exc)
+            if self._server is not None and self._announced and self.drain > 0:
+                await asyncio.sleep(self.drain)  # consumers need time to see us leave
+            if self._server is not None:
+                await self._server.stop(grace)
+            await self._close_consumers()
+            registry, self._registry = self._registry, None
+            if registry is not None:
+                await asyncio.to_thread(registry.close)
+        finally:
+            self._stopped.set()
+            self._stop_requested.set()
+
+    async def aclose(self) -> None:
+        """Release everything now (in-flight served calls get no grace)."""
+        await self.stop(grace=0)
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def reference(
+        self,
+        stub: Callable[[Any], T],
+        service: str | None = None,
+        *,
+        discovery: str | None = None,
+        loadbalance: str = "roundrobin",
+        cluster: str = "failover",
+        retries: int = 2,
+        timeout: float | None = None,
+        version: str = "",
+        group: str = "",
+        methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None = None,
+    ) -> T:
+        """A typed asyncio reference; each method is awaitable (streams: async iterators).
+
+        Must be called from the loop the App runs on.
+        """
+        loop = asyncio.get_running_loop()
+        definition, options, (balancer, policies) = self._prepare_reference(
+            stub,
+            service,
+            discovery,
+            loadbalance,
+            cluster,
+            retries,
+            timeout,
+            version,
+            group,
+            methods,
+        )
+        ref = AsyncReference(definition)
+        directory = Directory(
+            options,
+            balancer,
+            policies,
+            self._pool.acquire,
+            self._pool.release,
+            ref._publish,
+            filter_version=parse_url(options.discovery).scheme != "static",
+        )
+        disc = self._discoveries.get(options.discovery)
+        subscription = disc.subscribe(definition.name, _on_loop(loop, directory.update))
+        self._references.append((directory, subscription))
+        if self.registry_url is not None:
+            info = self._consumer_info()
+            registry = self.registry
+
+            def register() -> None:
+                try:
+                    registry.register_consumer(definition.name, info)
+                except DubbokError as exc:
+                    log.warning("could not register as a consumer of %s: %s", definition.name, exc)
+
+            loop.run_in_executor(None, register)
+        return cast(T, ref)
+
+    async def _close_consumers(self) -> None:
+        refs, self._references = self._references, []
+        for directory, subscription in refs:
+            subscription.cancel()
+            directory.close()
+        await asyncio.to_thread(self._discoveries.close)
+        await self._pool.aclose()

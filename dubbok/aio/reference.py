@@ -1,0 +1,257 @@
+"""The asyncio driver of the consumer pipeline (twin of :mod:`dubbok.reference`).
+
+Same :class:`~dubbok.core.CallPlan`, same decisions; only here the attempt is awaited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ..core import CallPlan, Route
+from ..invocation import Metadata
+from ..outcome import Verdict, classify
+from ..reference import _wrap_rpc_error
+from ..stub import MethodInfo, MethodKind, ServiceDefinition
+
+__all__ = ["AsyncReference", "AsyncResponseStream"]
+
+_monotonic = time.monotonic
+
+
+class AsyncResponseStream:
+    """The responses of a server- or bidi-streaming call, as an async iterator."""
+
+    __slots__ = ("_call", "_conn", "_done", "_info", "_iter", "_route")
+
+    def __init__(self, call: Any, route: Route, info: MethodInfo, conn: Any) -> None:
+        self._call = call
+        self._route = route
+        self._info = info
+        self._conn = conn
+        self._iter: Any = None
+        self._done = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._iter is None:
+            self._iter = self._call.__aiter__()
+        try:
+            return await self._iter.__anext__()
+        except StopAsyncIteration:
+            self._finish()
+            raise
+        except grpc.RpcError as exc:
+            self._finish()
+            raise _wrap_rpc_error(self._route, self._info, self._conn.address, exc) from exc
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.done()
+
+    async def write(self, request: Any) -> None:
+        await self._call.write(request)
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    def cancel(self) -> bool:
+        self._finish()
+        return bool(self._call.cancel())
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+
+class _Method:
+    __slots__ = ("_info", "_ref")
+
+    def __init__(self, ref: AsyncReference, info: MethodInfo) -> None:
+        self._ref = ref
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"<dubbok.aio {self._info.kind.value} method {self._info.path}>"
+
+
+class _UnaryUnary(_Method):
+    __slots__ = ()
+
+    async def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return await self._ref._unary(
+            self._info, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+class _StreamUnary(_Method):
+    __slots__ = ()
+
+    async def __call__(
+        self,
+        request_iterator: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        route, conn, call = self._ref._start(
+            self._info,
+            request_iterator,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        try:
+            return await call
+        except grpc.RpcError as exc:
+            raise _wrap_rpc_error(route, self._info, conn.address, exc) from exc
+        finally:
+            conn.done()
+
+
+class _ResponseStreaming(_Method):
+    __slots__ = ()
+
+    def __call__(
+        self,
+        request: Any = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> AsyncResponseStream:
+        route, conn, call = self._ref._start(
+            self._info, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+        return AsyncResponseStream(call, route, self._info, conn)
+
+
+_KINDS: dict[MethodKind, type[_Method]] = {
+    MethodKind.UNARY_UNARY: _UnaryUnary,
+    MethodKind.STREAM_UNARY: _StreamUnary,
+    MethodKind.UNARY_STREAM: _ResponseStreaming,
+    MethodKind.STREAM_STREAM: _ResponseStreaming,
+}
+
+
+class AsyncReference:
+    """A typed asyncio facade over a service: one awaitable attribute per RPC method."""
+
+    def __init__(self, definition: ServiceDefinition) -> None:
+        self.service = definition.name
+        self.definition = definition
+        self._route: Route | None = None
+        for name, info in definition.methods.items():
+            setattr(self, name, _KINDS[info.kind](self, info))
+
+    def __repr__(self) -> str:
+        route = self._route
+        n = len(route.endpoints) if route else 0
+        return f"<dubbok.aio.Reference {self.service} endpoints={n}>"
+
+    @property
+    def endpoints(self) -> tuple[Any, ...]:
+        route = self._route
+        return route.endpoints if route else ()
+
+    def _publish(self, route: Route) -> None:
+        self._route = route
+
+    async def _unary(
+        self,
+        info: MethodInfo,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        route = self._route
+        assert route is not None
+        plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
+        balancer = route.balancer
+        track = balancer.tracks_load
+        connections = route.connections
+        while True:
+            endpoint, remaining = plan.next()
+            conn: Any = connections[endpoint.address]
+            mc = conn.multicallable(info)
+            conn.active += 1
+            if track:
+                balancer.started(endpoint)
+            started = _monotonic()
+            try:
+                result = await mc(
+                    request,
+                    timeout=remaining,
+                    metadata=metadata,
+                    credentials=credentials,
+                    wait_for_ready=wait_for_ready,
+                    compression=compression,
+                )
+            except grpc.RpcError as exc:
+                conn.done()
+                code, details = exc.code(), exc.details()
+                if track:
+                    balancer.finished(endpoint, _monotonic() - started, classify(code, details))
+                if not plan.failed(endpoint, code, details):
+                    raise plan.error() from exc
+            except BaseException:
+                conn.done()
+                raise
+            else:
+                conn.done()
+                if track:
+                    balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                return result
+
+    def _start(
+        self,
+        info: MethodInfo,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> tuple[Route, Any, Any]:
+        """Pick one endpoint and start a streaming call on it (never retried)."""
+        route = self._route
+        assert route is not None
+        plan = CallPlan(route, route.policies[info.name], None, metadata or (), timeout)
+        endpoint, remaining = plan.next()
+        conn: Any = route.connections[endpoint.address]
+        mc = conn.multicallable(info)
+        args = () if request is None and info.kind is MethodKind.STREAM_STREAM else (request,)
+        call = mc(
+            *args,
+            timeout=remaining,
+            metadata=metadata,
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+        conn.active += 1
+        return route, conn, call

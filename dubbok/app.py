@@ -1,0 +1,372 @@
+"""``dubbok.App`` — one process's provider and consumer sides, on sync ``grpc``.
+
+An App is what a Dubbo application is: one registry session, one channel pool, one set of
+discoveries, a gRPC server for what it exports, and references for what it calls.
+
+Lifecycle: ``serve`` (non-blocking; returns the bound port) → ``wait`` (until SIGTERM, SIGINT
+or ``stop``) → ``stop(grace)``: health NOT_SERVING → unregister → drain → stop accepting →
+in-flight calls finish within the grace → consumer side and registry closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType, TracebackType
+from typing import Any, TypeVar, cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ._consumer import DiscoveryCache, PolicyBuilder, reference_options
+from .balancer import create_balancer
+from .directory import Directory
+from .discovery import DiscoveryOptions, Subscription
+from .endpoint import Endpoint
+from .errors import ConfigurationError, DubbokError
+from .reference import Reference
+from .registry import ConsumerInfo, Registry, RegistryOptions, create_registry
+from .server import ExportedService, export, listen, new_server
+from .service import MethodOptions
+from .stub import read_stub
+from .transport import ChannelPool
+from .url import parse_url
+
+__all__ = ["App"]
+
+log = logging.getLogger("dubbok.app")
+
+T = TypeVar("T")
+
+DEFAULT_GRACE = 5.0
+
+
+def advertised_host(bind_host: str, advertise: str | None) -> str:
+    """The address consumers should dial: explicit, else ``POD_IP``, else the bind host."""
+    if advertise:
+        return advertise
+    if os.environ.get("POD_IP"):
+        return os.environ["POD_IP"]
+    if bind_host in ("", "0.0.0.0", "::", "[::]"):
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+    return bind_host
+
+
+class _AppBase:
+    """Settings shared by the sync and asyncio Apps."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        registry: str | None = None,
+        discovery: str | None = None,
+        max_workers: int | None = None,
+        drain: float | None = None,
+        lease_ttl: float = 10.0,
+        advertise_host: str | None = None,
+        health: bool = True,
+        reflection: bool = True,
+        server_options: tuple[tuple[str, Any], ...] = (),
+        channel_options: tuple[tuple[str, Any], ...] = (),
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
+        self.name = name
+        self.registry_url = registry
+        self.discovery_url = discovery
+        if registry is not None:
+            parse_url(registry)
+        if discovery is not None:
+            parse_url(discovery)
+        self._max_workers = max_workers
+        # Without a registry nobody needs time to notice we are leaving.
+        self.drain = drain if drain is not None else (2.0 if registry else 0.0)
+        self._lease_ttl = lease_ttl
+        self._advertise = advertise_host
+        self._health_enabled = health
+        self._reflection_enabled = reflection
+        self._server_options = server_options
+        self._channel_options = channel_options
+        self._channel_credentials = channel_credentials
+        self._discoveries = DiscoveryCache(DiscoveryOptions(app=name))
+        self._registry: Registry | None = None
+        self._registry_lock = threading.Lock()
+        self._exported: list[ExportedService] = []
+        self._announced: list[tuple[str, Endpoint]] = []
+        self.port: int | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """The registry session (created on first use)."""
+        with self._registry_lock:
+            if self._registry is None:
+                self._registry = create_registry(
+                    self.registry_url, RegistryOptions(app=self.name, lease_ttl=self._lease_ttl)
+                )
+            return self._registry
+
+    def _discovery_url(self, discovery: str | None, service: str) -> str:
+        url = discovery or self.discovery_url or self.registry_url
+        if url is None:
+            raise ConfigurationError(
+                f"no way to find {service}: pass discovery='static://host:port' (or dns:///, "
+                "etcd://) to reference() or to App(), or App(registry='etcd://...')"
+            )
+        return url
+
+    def _prepare_reference(
+        self,
+        stub: Callable[[Any], Any],
+        service: str | None,
+        discovery: str | None,
+        loadbalance: str,
+        cluster: str,
+        retries: int,
+        timeout: float | None,
+        version: str,
+        group: str,
+        methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None,
+    ) -> tuple[Any, Any, Any]:
+        definition = read_stub(stub, service)
+        url = self._discovery_url(discovery, definition.name)
+        options = reference_options(
+            definition,
+            url,
+            loadbalance=loadbalance,
+            cluster=cluster,
+            retries=retries,
+            timeout=timeout,
+            version=version,
+            group=group,
+            methods=methods,
+        )
+        balancer = create_balancer(loadbalance)
+        policies = PolicyBuilder(definition, options)
+        return definition, options, (balancer, policies)
+
+    def _consumer_info(self) -> ConsumerInfo:
+        return ConsumerInfo(app=self.name, host=socket.gethostname(), pid=os.getpid())
+
+
+class App(_AppBase):
+    """A dubbok application on sync ``grpc``: serve servicers, reference services.
+
+    ::
+
+        app = dubbok.App("greeter", discovery="static://127.0.0.1:50051")
+        port = app.serve(Greeter(), host="127.0.0.1", port=0)
+        greeter = app.reference(GreeterStub, "helloworld.Greeter")
+        app.wait()
+    """
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._pool = ChannelPool(
+            options=self._channel_options, credentials=self._channel_credentials
+        )
+        self._server: Any = None
+        self._health: Any = None
+        self._references: list[tuple[Directory, Subscription]] = []
+        self._lock = threading.Lock()
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._stopping = False
+
+    # -- provider -------------------------------------------------------------------------
+
+    def serve(self, *servicers: object, host: str = "0.0.0.0", port: int = 0) -> int:
+        """Export ``servicers`` on ``host:port`` and return the bound port. Non-blocking.
+
+        Health turns SERVING and the services are registered only once the port listens.
+        """
+        if not servicers:
+            raise ConfigurationError("serve() needs at least one servicer")
+        with self._lock:
+            if self._server is not None:
+                raise ConfigurationError(
+                    f"{self.name} is already serving on port {self.port}; pass every servicer "
+                    "to one serve() call"
+                )
+            exported = [export(s) for s in servicers]
+            server = new_server(self._max_workers, self._server_options)
+            names = []
+            for svc in exported:
+                server.add_generic_rpc_handlers(
+                    (grpc.method_handlers_generic_handler(svc.name, dict(svc.handlers)),)
+                )
+                server.add_registered_method_handlers(svc.name, dict(svc.handlers))
+                names.append(svc.name)
+            if self._health_enabled:
+                self._health = health.HealthServicer(experimental_non_blocking=True)
+                for n in ["", *names]:
+                    self._health.set(n, health_pb2.HealthCheckResponse.NOT_SERVING)
+                health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+                names.append(health.SERVICE_NAME)
+            if self._reflection_enabled:
+                reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+            bound = listen(server, host, port)
+            server.start()
+            self._server = server
+            self._exported = exported
+            self.port = bound
+        if self._health is not None:
+            for n in ["", *(s.name for s in exported)]:
+                self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
+        self._announce(host, bound)
+        log.info(
+            "%s serving %s on %s:%d", self.name, ", ".join(s.name for s in exported), host, bound
+        )
+        return bound
+
+    def _announce(self, host: str, port: int) -> None:
+        if self.registry_url is None:
+            return
+        advertised = advertised_host(host, self._advertise)
+        started = time.time()
+        for svc in self._exported:
+            ep = svc.endpoint(self.name, advertised, port, started)
+            self.registry.register(svc.name, ep)
+            self._announced.append((svc.name, ep))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until SIGTERM/SIGINT (then stop gracefully) or :meth:`stop`.
+
+        Returns ``True`` once stopped, ``False`` if ``timeout`` passed first.
+        """
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                log.info("%s: received %s, stopping", self.name, signal.Signals(signum).name)
+                self._stop_requested.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._stopped.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if self._stop_requested.wait(left if left is not None else 3600):
+                    self.stop()
+        finally:
+            for old_sig, handler in previous.items():
+                signal.signal(old_sig, handler)
+        return True
+
+    def stop(self, grace: float | None = DEFAULT_GRACE) -> None:
+        """Stop gracefully; see the module docstring for the order. Idempotent."""
+        with self._lock:
+            already = self._stopping
+            self._stopping = True
+        if already:
+            self._stopped.wait()
+            return
+        try:
+            if self._health is not None:
+                self._health.enter_graceful_shutdown()
+            for service, ep in self._announced:
+                try:
+                    self.registry.unregister(service, ep)
+                except DubbokError as exc:
+                    log.warning("could not unregister %s at %s: %s", service, ep.address, exc)
+            if self._server is not None and self._announced and self.drain > 0:
+                # Consumers need a moment to see the registry change before we refuse calls.
+                self._stopped.wait(self.drain)
+            if self._server is not None:
+                self._server.stop(grace).wait()
+            self._close_consumers()
+            with self._registry_lock:
+                registry, self._registry = self._registry, None
+            if registry is not None:
+                registry.close()
+        finally:
+            self._stopped.set()
+            self._stop_requested.set()
+
+    def close(self) -> None:
+        """Release everything now (an in-flight served call gets no grace)."""
+        self.stop(grace=0)
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- consumer -------------------------------------------------------------------------
+
+    def reference(
+        self,
+        stub: Callable[[Any], T],
+        service: str | None = None,
+        *,
+        discovery: str | None = None,
+        loadbalance: str = "roundrobin",
+        cluster: str = "failover",
+        retries: int = 2,
+        timeout: float | None = None,
+        version: str = "",
+        group: str = "",
+        methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None = None,
+    ) -> T:
+        """A typed reference to ``service`` through the consumer pipeline.
+
+        ``stub`` is the generated ``*Stub`` class; the result has the same methods, governed:
+        discovery → routing → balancing → cluster strategy → transport.
+        """
+        definition, options, (balancer, policies) = self._prepare_reference(
+            stub,
+            service,
+            discovery,
+            loadbalance,
+            cluster,
+            retries,
+            timeout,
+            version,
+            group,
+            methods,
+        )
+        ref = Reference(definition)
+        directory = Directory(
+            options,
+            balancer,
+            policies,
+            self._pool.acquire,
+            self._pool.release,
+            ref._publish,
+            filter_version=parse_url(options.discovery).scheme != "static",
+        )
+        disc = self._discoveries.get(options.discovery)
+        subscription = disc.subscribe(definition.name, directory.update)
+        with self._lock:
+            self._references.append((directory, subscription))
+        if self.registry_url is not None:
+            try:
+                self.registry.register_consumer(definition.name, self._consumer_info())
+            except DubbokError as exc:
+                log.warning("could not register as a consumer of %s: %s", definition.name, exc)
+        return cast(T, ref)
+
+    def _close_consumers(self) -> None:
+        with self._lock:
+            refs, self._references = self._references, []
+        for directory, subscription in refs:
+            subscription.cancel()
+            directory.close()
+        self._discoveries.close()
+        self._pool.close()

@@ -1,0 +1,118 @@
+"""The directory: keeps one reference's :class:`~dubbok.core.Route` in step with discovery.
+
+Discovery pushes whole endpoint sets (from its own thread). The directory diffs each set
+against the last: new endpoints get a connection from the pool, removed ones are released
+(drained, then closed), unchanged ones are not touched. Then it builds a fresh picker and
+swaps the new route in whole. Readers never lock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .balancer import Balancer
+from .core import MethodPolicy, Route
+from .endpoint import Endpoint
+from .options import ReferenceOptions
+
+__all__ = ["Directory"]
+
+log = logging.getLogger("dubbok.directory")
+
+Acquire = Callable[[str], Any]
+Release = Callable[[Any], None]
+
+
+def _matches(ep: Endpoint, options: ReferenceOptions) -> bool:
+    if (
+        options.version
+        and options.version != "*"
+        and not fnmatch.fnmatchcase(ep.version, options.version)
+    ):
+        return False
+    return not (options.group != "*" and ep.group != options.group)
+
+
+class Directory:
+    """One reference's view of its service. ``update`` may be called from any thread."""
+
+    def __init__(
+        self,
+        options: ReferenceOptions,
+        balancer: Balancer,
+        policies: Callable[[Sequence[Endpoint]], Mapping[str, MethodPolicy]],
+        acquire: Acquire,
+        release: Release,
+        publish: Callable[[Route], None],
+        *,
+        filter_version: bool = True,
+    ) -> None:
+        self._options = options
+        self._balancer = balancer
+        self._policies = policies
+        self._acquire = acquire
+        self._release = release
+        self._publish = publish
+        self._filter = filter_version
+        self._lock = threading.Lock()
+        self._connections: dict[str, Any] = {}
+        self._endpoints: tuple[Endpoint, ...] | None = None
+        self._closed = False
+        self.route = self._build((), 0)
+        publish(self.route)
+
+    def _build(self, endpoints: Sequence[Endpoint], discovered: int) -> Route:
+        return Route(
+            service=self._options.service,
+            endpoints=tuple(endpoints),
+            picker=self._balancer.build(endpoints),
+            balancer=self._balancer,
+            policies=self._policies(endpoints),
+            connections=dict(self._connections),
+            discovered=discovered,
+            origin=self._options.discovery,
+        )
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None:
+        """Apply a complete endpoint set from discovery. Never raises."""
+        try:
+            self._apply(tuple(endpoints))
+        except Exception:
+            log.exception("could not apply an endpoint update for %s", self._options.service)
+
+    def _apply(self, endpoints: tuple[Endpoint, ...]) -> None:
+        with self._lock:
+            if self._closed or endpoints == self._endpoints:
+                return
+            self._endpoints = endpoints
+            routed = (
+                [e for e in endpoints if _matches(e, self._options)]
+                if self._filter
+                else (list(endpoints))
+            )
+            wanted = {e.address for e in routed}
+            for address in [a for a in self._connections if a not in wanted]:
+                self._release(self._connections.pop(address))
+            for address in wanted:
+                if address not in self._connections:
+                    self._connections[address] = self._acquire(address)
+            self.route = self._build(routed, len(endpoints))
+            self._publish(self.route)
+        log.debug(
+            "%s: %d endpoint(s), %d after routing",
+            self._options.service,
+            len(endpoints),
+            len(routed),
+        )
+
+    def close(self) -> None:
+        """Release every connection; later updates are ignored."""
+        with self._lock:
+            self._closed = True
+            for conn in self._connections.values():
+                self._release(conn)
+            self._connections.clear()

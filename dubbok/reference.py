@@ -1,0 +1,273 @@
+"""The sync driver of the consumer pipeline: a typed reference over a generated stub.
+
+A :class:`Reference` has one attribute per RPC method, callable like the generated stub's
+(``ref.SayHello(request, timeout=..., metadata=...)``, plus ``.with_call``). Unary calls run
+the whole :class:`~dubbok.core.CallPlan` loop here; streaming calls pick one endpoint at stream
+start and are never retried. The decisions live in :mod:`dubbok.core`; this module only
+blocks on grpc.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from .core import CallPlan, Route
+from .errors import RpcError
+from .invocation import Metadata
+from .outcome import Verdict, classify
+from .stub import MethodInfo, MethodKind, ServiceDefinition
+
+__all__ = ["Reference", "ResponseStream"]
+
+_monotonic = time.monotonic
+
+
+def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcError) -> RpcError:
+    from .errors import AttemptRecord, DeadlineExceededError
+
+    code = exc.code()
+    details = exc.details() or ""
+    cls = DeadlineExceededError if code is grpc.StatusCode.DEADLINE_EXCEEDED else RpcError
+    return cls(route.service, info.name, code, details, [AttemptRecord(address, code, details)])
+
+
+class ResponseStream:
+    """The responses of a server-streaming call; grpc errors surface as :class:`RpcError`."""
+
+    __slots__ = ("_address", "_call", "_conn", "_done", "_info", "_route")
+
+    def __init__(self, call: Any, route: Route, info: MethodInfo, conn: Any) -> None:
+        self._call = call
+        self._route = route
+        self._info = info
+        self._conn = conn
+        self._address: str = conn.address
+        self._done = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except StopIteration:
+            self._finish()
+            raise
+        except grpc.RpcError as exc:
+            self._finish()
+            raise _wrap_rpc_error(self._route, self._info, self._address, exc) from exc
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.done()
+
+    def cancel(self) -> bool:
+        self._finish()
+        return bool(self._call.cancel())
+
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        return self._call.code()
+
+    def details(self) -> str:
+        return str(self._call.details())
+
+
+class _Method:
+    __slots__ = ("_info", "_ref")
+
+    def __init__(self, ref: Reference, info: MethodInfo) -> None:
+        self._ref = ref
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"<dubbok {self._info.kind.value} method {self._info.path}>"
+
+
+class _UnaryUnary(_Method):
+    __slots__ = ()
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._ref._unary(
+            self._info, request, timeout, metadata, credentials, wait_for_ready, compression, False
+        )
+
+    def with_call(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        """Like the stub's ``with_call``: ``(response, call)``, the call giving metadata."""
+        result: tuple[Any, grpc.Call] = self._ref._unary(
+            self._info, request, timeout, metadata, credentials, wait_for_ready, compression, True
+        )
+        return result
+
+
+class _Streaming(_Method):
+    __slots__ = ()
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._ref._stream(
+            self._info, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+class Reference:
+    """A typed facade over a service: one callable attribute per RPC method.
+
+    Created by :meth:`dubbok.App.reference`; the directory swaps ``_route`` whenever
+    discovery or rules change.
+    """
+
+    def __init__(self, definition: ServiceDefinition) -> None:
+        self.service = definition.name
+        self.definition = definition
+        self._route: Route | None = None
+        for name, info in definition.methods.items():
+            kind = _UnaryUnary if info.kind is MethodKind.UNARY_UNARY else _Streaming
+            setattr(self, name, kind(self, info))
+
+    def __repr__(self) -> str:
+        route = self._route
+        n = len(route.endpoints) if route else 0
+        return f"<dubbok.Reference {self.service} endpoints={n}>"
+
+    @property
+    def endpoints(self) -> tuple[Any, ...]:
+        """The endpoints calls may go to right now (after routing)."""
+        route = self._route
+        return route.endpoints if route else ()
+
+    def _publish(self, route: Route) -> None:
+        self._route = route
+
+    def _unary(
+        self,
+        info: MethodInfo,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+        with_call: bool,
+    ) -> Any:
+        route = self._route
+        assert route is not None
+        plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
+        balancer = route.balancer
+        track = balancer.tracks_load
+        connections = route.connections
+        while True:
+            endpoint, remaining = plan.next()
+            conn: Any = connections[endpoint.address]
+            mc = conn.multicallable(info)
+            conn.active += 1
+            if track:
+                balancer.started(endpoint)
+            started = _monotonic()
+            try:
+                if with_call:
+                    result = mc.with_call(
+                        request,
+                        timeout=remaining,
+                        metadata=metadata,
+                        credentials=credentials,
+                        wait_for_ready=wait_for_ready,
+                        compression=compression,
+                    )
+                else:
+                    result = mc(
+                        request,
+                        timeout=remaining,
+                        metadata=metadata,
+                        credentials=credentials,
+                        wait_for_ready=wait_for_ready,
+                        compression=compression,
+                    )
+            except grpc.RpcError as exc:
+                conn.done()
+                code, details = exc.code(), exc.details()
+                if track:
+                    balancer.finished(endpoint, _monotonic() - started, classify(code, details))
+                if not plan.failed(endpoint, code, details):
+                    raise plan.error() from exc
+            else:
+                conn.done()
+                if track:
+                    balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                return result
+
+    def _stream(
+        self,
+        info: MethodInfo,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> Any:
+        route = self._route
+        assert route is not None
+        plan = CallPlan(route, route.policies[info.name], None, metadata or (), timeout)
+        endpoint, remaining = plan.next()
+        conn: Any = connections_get(route, endpoint.address)
+        mc = conn.multicallable(info)
+        conn.active += 1
+        try:
+            call = mc(
+                request,
+                timeout=remaining,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+        except grpc.RpcError as exc:
+            conn.done()
+            plan.failed(endpoint, exc.code(), exc.details())
+            raise plan.error() from exc
+        except BaseException:
+            conn.done()
+            raise
+        if info.kind is MethodKind.STREAM_UNARY:
+            # The response future resolves when the call ends.
+            conn.done()
+            return call
+        return ResponseStream(call, route, info, conn)
+
+
+def connections_get(route: Route, address: str) -> Any:
+    return route.connections[address]

@@ -1,0 +1,149 @@
+"""The provider side: export servicers on a gRPC server with health and reflection.
+
+Each handler is wrapped once, at export time, so that the incoming deadline is visible to the
+calls the handler makes (:mod:`dubbok.context`). Health (``grpc.health.v1``) reports SERVING
+only once the port listens, and NOT_SERVING from the first moment of a graceful stop.
+
+The asyncio twin lives in :mod:`dubbok.aio.server`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from .context import incoming_deadline
+from .endpoint import Endpoint
+from .errors import BindError, ServiceDefinitionError
+from .invocation import Deadline
+from .service import ServiceOptions, method_options, service_options
+from .stub import read_servicer
+
+__all__ = ["DEFAULT_SERVER_OPTIONS", "ExportedService", "export", "listen"]
+
+# SO_REUSEPORT would let a second server bind a port that is already in use, silently
+# splitting traffic; a port conflict must be an error.
+DEFAULT_SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedService:
+    """A servicer ready to be added to a server and announced to a registry."""
+
+    name: str
+    options: ServiceOptions
+    handlers: Mapping[str, grpc.RpcMethodHandler]
+    method_records: Mapping[str, Mapping[str, object]]
+
+    def endpoint(self, app: str, host: str, port: int, started_at: float) -> Endpoint:
+        return Endpoint(
+            host=host,
+            port=port,
+            weight=self.options.weight,
+            version=self.options.version,
+            group=self.options.group,
+            app=app,
+            tags=dict(self.options.tags),
+            methods={k: dict(v) for k, v in self.method_records.items()},
+            started_at=started_at,
+        )
+
+
+def _remaining(context: Any) -> Deadline | None:
+    left = context.time_remaining()
+    if left is None:
+        return None
+    return Deadline(time.monotonic() + left)
+
+
+def _wrap_unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(behavior)
+    def handler(request: Any, context: Any) -> Any:
+        token = incoming_deadline.set(_remaining(context))
+        try:
+            return behavior(request, context)
+        finally:
+            incoming_deadline.reset(token)
+
+    return handler
+
+
+def _wrap_stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(behavior)
+    def handler(request: Any, context: Any) -> Iterator[Any]:
+        token = incoming_deadline.set(_remaining(context))
+        try:
+            yield from behavior(request, context)
+        finally:
+            incoming_deadline.reset(token)
+
+    return handler
+
+
+def _wrap_handler(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if h.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary_response(h.unary_unary), h.request_deserializer, h.response_serializer
+        )
+    if h.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary_response(h.stream_unary), h.request_deserializer, h.response_serializer
+        )
+    if h.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream_response(h.unary_stream), h.request_deserializer, h.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream_response(h.stream_stream), h.request_deserializer, h.response_serializer
+    )
+
+
+def export(servicer: object, *, wrap: bool = True) -> ExportedService:
+    """Read a servicer's service and handlers, and its ``@dubbok`` options."""
+    proto_name, handlers = read_servicer(servicer)
+    options = service_options(servicer)
+    if options.name is not None and options.name != proto_name:
+        raise ServiceDefinitionError(
+            f"@dubbok.service names {options.name!r} but {type(servicer).__name__} implements "
+            f"{proto_name!r}; use the proto's full service name or omit it"
+        )
+    records: dict[str, Mapping[str, object]] = {}
+    for name in handlers:
+        mopts = method_options(servicer, name)
+        if mopts is not None and mopts.as_record():
+            records[name] = mopts.as_record()
+    if wrap:
+        handlers = {name: _wrap_handler(h) for name, h in handlers.items()}
+    return ExportedService(proto_name, options, handlers, records)
+
+
+def listen(server: Any, host: str, port: int) -> int:
+    """Bind ``host:port`` (insecure); return the bound port or raise :class:`BindError`."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise BindError(address, str(exc) or "the address is in use or not local") from exc
+    if not bound:
+        raise BindError(address, "the address is in use or not local")
+    return int(bound)
+
+
+def default_workers() -> int:
+    return min(32, (os.cpu_count() or 1) * 8)
+
+
+def new_server(max_workers: int | None, options: tuple[tuple[str, Any], ...] = ()) -> Any:
+    return grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers or default_workers(), thread_name_prefix="dubbok-handler"
+        ),
+        options=list(DEFAULT_SERVER_OPTIONS) + list(options),
+    )
