@@ -117,7 +117,7 @@ class _AppBase:
             return self._registry
 
     def _discovery_url(self, discovery: str | None, service: str) -> str:
-        url = discovery or self.discovery_url or self.registry_url
+        url = discovery if discovery is not None else (self.discovery_url or self.registry_url)
         if url is None:
             raise ConfigurationError(
                 f"no way to find {service}: pass discovery='static://host:port' (or dns:///, "
@@ -282,7 +282,7 @@ class App(_AppBase):
                     self.registry.unregister(service, ep)
                 except DubbokError as exc:
                     log.warning("could not unregister %s at %s: %s", service, ep.address, exc)
-            if self._server is not None and self._announced and self.drain > 0:
+            if self._server is not None and self.drain > 0:
                 # Consumers need a moment to see the registry change before we refuse calls.
                 self._stopped.wait(self.drain)
             if self._server is not None:
@@ -341,6 +341,7 @@ class App(_AppBase):
             group,
             methods,
         )
+        disc = self._discoveries.get(options.discovery)
         ref = Reference(definition)
         directory = Directory(
             options,
@@ -351,7 +352,6 @@ class App(_AppBase):
             ref._publish,
             filter_version=parse_url(options.discovery).scheme != "static",
         )
-        disc = self._discoveries.get(options.discovery)
         subscription = disc.subscribe(definition.name, directory.update)
         with self._lock:
             self._references.append((directory, subscription))

@@ -40,7 +40,9 @@ class ParsedURL:
         """The URL without its password, for logs and error messages."""
         if self.password is None:
             return self.raw
-        return self.raw.replace(f":{self.password}@", ":***@", 1)
+        scheme, _, rest = self.raw.partition("://")
+        creds, _, tail = rest.partition("@")
+        return f"{scheme}://{creds.partition(':')[0]}:***@{tail}"
 
 
 def parse_url(url: str) -> ParsedURL:

@@ -151,7 +151,7 @@ class App(_AppBase):
                     await asyncio.to_thread(self.registry.unregister, service, ep)
                 except DubbokError as exc:
                     log.warning("could not unregister %s at %s: %s", service, ep.address, exc)
-            if self._server is not None and self._announced and self.drain > 0:
+            if self._server is not None and self.drain > 0:
                 await asyncio.sleep(self.drain)  # consumers need time to see us leave
             if self._server is not None:
                 await self._server.stop(grace)
@@ -206,6 +206,7 @@ class App(_AppBase):
             group,
             methods,
         )
+        disc = self._discoveries.get(options.discovery)
         ref = AsyncReference(definition)
         directory = Directory(
             options,
@@ -216,7 +217,6 @@ class App(_AppBase):
             ref._publish,
             filter_version=parse_url(options.discovery).scheme != "static",
         )
-        disc = self._discoveries.get(options.discovery)
         subscription = disc.subscribe(definition.name, _on_loop(loop, directory.update))
         self._references.append((directory, subscription))
         if self.registry_url is not None:
