@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from ._consumer import DiscoveryCache, PolicyBuilder, reference_options
 from .balancer import create_balancer
 from .directory import Directory
-from .discovery import DiscoveryOptions, Subscription
+from .discovery import Discovery, DiscoveryOptions, Subscription
 from .endpoint import Endpoint
 from .errors import ConfigurationError, DubbokError
 from .reference import Reference
@@ -116,7 +116,9 @@ class _AppBase:
                 )
             return self._registry
 
-    def _discovery_url(self, discovery: str | None, service: str) -> str:
+    def _discovery_url(self, discovery: str | Discovery | None, service: str) -> str:
+        if discovery is not None and not isinstance(discovery, str):
+            return f"{type(discovery).__name__}@{id(discovery):x}"
         url = discovery if discovery is not None else (self.discovery_url or self.registry_url)
         if url is None:
             raise ConfigurationError(
@@ -129,7 +131,7 @@ class _AppBase:
         self,
         stub: Callable[[Any], Any],
         service: str | None,
-        discovery: str | None,
+        discovery: str | Discovery | None,
         loadbalance: str,
         cluster: str,
         retries: int,
@@ -154,6 +156,12 @@ class _AppBase:
         balancer = create_balancer(loadbalance)
         policies = PolicyBuilder(definition, options)
         return definition, options, (balancer, policies)
+
+    def _discovery(self, given: str | Discovery | None, url: str) -> Discovery:
+        """A user-supplied Discovery object as is; a URL through the per-App cache."""
+        if given is not None and not isinstance(given, str):
+            return given
+        return self._discoveries.get(url)
 
     def _consumer_info(self) -> ConsumerInfo:
         return ConsumerInfo(app=self.name, host=socket.gethostname(), pid=os.getpid())
@@ -315,7 +323,7 @@ class App(_AppBase):
         stub: Callable[[Any], T],
         service: str | None = None,
         *,
-        discovery: str | None = None,
+        discovery: str | Discovery | None = None,
         loadbalance: str = "roundrobin",
         cluster: str = "failover",
         retries: int = 2,
@@ -341,7 +349,7 @@ class App(_AppBase):
             group,
             methods,
         )
-        disc = self._discoveries.get(options.discovery)
+        disc = self._discovery(discovery, options.discovery)
         ref = Reference(definition)
         directory = Directory(
             options,
@@ -350,7 +358,7 @@ class App(_AppBase):
             self._pool.acquire,
             self._pool.release,
             ref._publish,
-            filter_version=parse_url(options.discovery).scheme != "static",
+            filter_version=not options.discovery.startswith("static://"),
         )
         subscription = disc.subscribe(definition.name, directory.update)
         with self._lock:

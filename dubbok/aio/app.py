@@ -22,12 +22,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ..app import DEFAULT_GRACE, _AppBase, advertised_host
 from ..directory import Directory
-from ..discovery import Subscription
+from ..discovery import Discovery, Subscription
 from ..endpoint import Endpoint
 from ..errors import ConfigurationError, DubbokError
 from ..server import ExportedService, listen
 from ..service import MethodOptions
-from ..url import parse_url
 from .reference import AsyncReference
 from .server import export_async, new_async_server
 from .transport import AsyncChannelPool
@@ -180,7 +179,7 @@ class App(_AppBase):
         stub: Callable[[Any], T],
         service: str | None = None,
         *,
-        discovery: str | None = None,
+        discovery: str | Discovery | None = None,
         loadbalance: str = "roundrobin",
         cluster: str = "failover",
         retries: int = 2,
@@ -206,7 +205,7 @@ class App(_AppBase):
             group,
             methods,
         )
-        disc = self._discoveries.get(options.discovery)
+        disc = self._discovery(discovery, options.discovery)
         ref = AsyncReference(definition)
         directory = Directory(
             options,
@@ -215,7 +214,7 @@ class App(_AppBase):
             self._pool.acquire,
             self._pool.release,
             ref._publish,
-            filter_version=parse_url(options.discovery).scheme != "static",
+            filter_version=not options.discovery.startswith("static://"),
         )
         subscription = disc.subscribe(definition.name, _on_loop(loop, directory.update))
         self._references.append((directory, subscription))

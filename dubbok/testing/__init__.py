@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,14 @@ import grpc
 
 from ..aio.app import App as AsyncApp
 from ..app import App
+from ..discovery import Listener
+from ..endpoint import Endpoint
 from .pb import echo_pb2, echo_pb2_grpc
 
 __all__ = [
     "AsyncEchoServicer",
     "EchoServicer",
+    "ManualDiscovery",
     "Provider",
     "free_port",
     "serve_provider",
@@ -135,6 +139,61 @@ class AsyncEchoServicer(echo_pb2_grpc.EchoServicer):
     async def EchoChat(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         async for request in request_iterator:
             yield await self._reply(request, context)
+
+
+class _ManualSubscription:
+    def __init__(self, owner: ManualDiscovery, service: str, listener: Listener) -> None:
+        self._owner = owner
+        self._service = service
+        self._listener = listener
+
+    def cancel(self) -> None:
+        self._owner._remove(self._service, self._listener)
+
+    def refresh(self) -> None:
+        self._owner.refreshes += 1
+
+
+class ManualDiscovery:
+    """A :class:`~dubbok.discovery.Discovery` driven by hand: ``set`` pushes a new endpoint
+    set to every subscriber of a service, as a registry watch would.
+
+    ::
+
+        disc = ManualDiscovery()
+        ref = app.reference(EchoStub, discovery=disc)
+        disc.set("dubbok.testing.v1.Echo", ["127.0.0.1:50051"])
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sets: dict[str, tuple[Endpoint, ...]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        self.refreshes = 0
+
+    def set(self, service: str, endpoints: Iterable[Endpoint | str]) -> None:
+        eps = tuple(e if isinstance(e, Endpoint) else Endpoint.parse(e) for e in endpoints)
+        with self._lock:
+            self._sets[service] = eps
+            listeners = list(self._listeners.get(service, ()))
+        for listener in listeners:
+            listener(eps)
+
+    def subscribe(self, service: str, listener: Listener) -> _ManualSubscription:
+        with self._lock:
+            self._listeners.setdefault(service, []).append(listener)
+            current = self._sets.get(service)
+        if current is not None:
+            listener(current)
+        return _ManualSubscription(self, service, listener)
+
+    def _remove(self, service: str, listener: Listener) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._listeners.get(service, []).remove(listener)
+
+    def close(self) -> None:
+        with self._lock:
+            self._listeners.clear()
 
 
 def _status(value: int) -> grpc.StatusCode:
