@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import FrameType, TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +30,7 @@ from .directory import Directory
 from .discovery import Discovery, DiscoveryOptions, Subscription
 from .endpoint import Endpoint
 from .errors import ConfigurationError, DubbokError
+from .observe import Observer, default_observer
 from .reference import Reference
 from .registry import ConsumerInfo, Registry, RegistryOptions, create_registry
 from .server import ExportedService, export, listen, new_server
@@ -79,6 +80,7 @@ class _AppBase:
         server_options: tuple[tuple[str, Any], ...] = (),
         channel_options: tuple[tuple[str, Any], ...] = (),
         channel_credentials: grpc.ChannelCredentials | None = None,
+        observer: Observer | Literal["default"] | None = "default",
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
@@ -99,6 +101,7 @@ class _AppBase:
         self._server_options = server_options
         self._channel_options = channel_options
         self._channel_credentials = channel_credentials
+        self.observer: Observer | None = default_observer() if observer == "default" else observer
         self._discoveries = DiscoveryCache(DiscoveryOptions(app=name))
         self._registry: Registry | None = None
         self._registry_lock = threading.Lock()
@@ -206,7 +209,7 @@ class App(_AppBase):
                     f"{self.name} is already serving on port {self.port}; pass every servicer "
                     "to one serve() call"
                 )
-            exported = [export(s) for s in servicers]
+            exported = [export(s, observer=self.observer) for s in servicers]
             server = new_server(self._max_workers, self._server_options)
             names = []
             for svc in exported:
@@ -351,6 +354,8 @@ class App(_AppBase):
         )
         disc = self._discovery(discovery, options.discovery)
         ref = Reference(definition)
+        ref._observer = self.observer
+        ref._names = (options.loadbalance, options.cluster)
         directory = Directory(
             options,
             balancer,

@@ -16,14 +16,16 @@ from typing import Any
 import grpc
 
 from .core import CallPlan, Route
-from .errors import RpcError
+from .errors import DubbokError, RpcError
 from .invocation import Metadata
+from .observe import Observer
 from .outcome import Verdict, classify
 from .stub import MethodInfo, MethodKind, ServiceDefinition
 
 __all__ = ["Reference", "ResponseStream"]
 
 _monotonic = time.monotonic
+_OK = grpc.StatusCode.OK
 
 
 def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcError) -> RpcError:
@@ -154,6 +156,8 @@ class Reference:
         self.service = definition.name
         self.definition = definition
         self._route: Route | None = None
+        self._observer: Observer | None = None
+        self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             kind = _UnaryUnary if info.kind is MethodKind.UNARY_UNARY else _Streaming
             setattr(self, name, kind(self, info))
@@ -189,10 +193,20 @@ class Reference:
         balancer = route.balancer
         track = balancer.tracks_load
         connections = route.connections
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         while True:
-            endpoint, remaining = plan.next()
+            try:
+                endpoint, remaining = plan.next()
+            except DubbokError as err:
+                if obs is not None:
+                    obs.done(err.code, err.message)
+                raise
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
+            md = metadata
+            if obs is not None:
+                md = obs.attempt(endpoint, len(plan.attempts) + 1, metadata or ())
             conn.active += 1
             if track:
                 balancer.started(endpoint)
@@ -202,7 +216,7 @@ class Reference:
                     result = mc.with_call(
                         request,
                         timeout=remaining,
-                        metadata=metadata,
+                        metadata=md,
                         credentials=credentials,
                         wait_for_ready=wait_for_ready,
                         compression=compression,
@@ -211,7 +225,7 @@ class Reference:
                     result = mc(
                         request,
                         timeout=remaining,
-                        metadata=metadata,
+                        metadata=md,
                         credentials=credentials,
                         wait_for_ready=wait_for_ready,
                         compression=compression,
@@ -221,12 +235,32 @@ class Reference:
                 code, details = exc.code(), exc.details()
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, classify(code, details))
+                if obs is not None:
+                    obs.attempt_done(code, details or "")
                 if not plan.failed(endpoint, code, details):
-                    raise plan.error() from exc
+                    error = plan.error()
+                    if obs is not None:
+                        obs.done(error.code, error.details)
+                    raise error from exc
+                if obs is not None:
+                    obs.event(
+                        "retry",
+                        {
+                            "dubbok.attempt": len(plan.attempts) + 1,
+                            "dubbok.failed_endpoint": endpoint.address,
+                            "rpc.grpc.status_code": code.value[0],
+                        },
+                    )
+            except BaseException:
+                conn.done()
+                raise
             else:
                 conn.done()
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                if obs is not None:
+                    obs.attempt_done(_OK, "")
+                    obs.done(_OK, "")
                 return result
 
     def _stream(

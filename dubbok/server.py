@@ -23,6 +23,7 @@ from .context import incoming_deadline
 from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
+from .observe import Observer
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
 
@@ -63,50 +64,99 @@ def _remaining(context: Any) -> Deadline | None:
     return Deadline(time.monotonic() + left)
 
 
-def _wrap_unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCode, str]:
+    """The status a handled call ends with, from its context and what the handler raised."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        details = context.details() or ""
+        return code, details.decode() if isinstance(details, bytes) else str(details)
+    if error is None:
+        return grpc.StatusCode.OK, ""
+    return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
+
+
+def _wrap_unary_response(
+    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
+        obs = observer.handle(service, method, context) if observer is not None else None
         try:
-            return behavior(request, context)
+            reply = behavior(request, context)
+        except BaseException as exc:
+            if obs is not None:
+                obs.done(*status_of(context, exc))
+            raise
+        else:
+            if obs is not None:
+                obs.done(*status_of(context, None))
+            return reply
         finally:
             incoming_deadline.reset(token)
 
     return handler
 
 
-def _wrap_stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream_response(
+    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
         token = incoming_deadline.set(_remaining(context))
+        obs = observer.handle(service, method, context) if observer is not None else None
         try:
             yield from behavior(request, context)
+        except BaseException as exc:
+            if obs is not None:
+                obs.done(*status_of(context, exc))
+            raise
+        else:
+            if obs is not None:
+                obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
 
     return handler
 
 
-def _wrap_handler(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    h: grpc.RpcMethodHandler, service: str, method: str, observer: Observer | None
+) -> grpc.RpcMethodHandler:
+    args = (service, method, observer)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(h.unary_unary), h.request_deserializer, h.response_serializer
+            _wrap_unary_response(h.unary_unary, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     if h.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(h.stream_unary), h.request_deserializer, h.response_serializer
+            _wrap_unary_response(h.stream_unary, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     if h.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(h.unary_stream), h.request_deserializer, h.response_serializer
+            _wrap_stream_response(h.unary_stream, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(h.stream_stream), h.request_deserializer, h.response_serializer
+        _wrap_stream_response(h.stream_stream, *args),
+        h.request_deserializer,
+        h.response_serializer,
     )
 
 
-def export(servicer: object, *, wrap: bool = True) -> ExportedService:
-    """Read a servicer's service and handlers, and its ``@dubbok`` options."""
+def export(
+    servicer: object, *, wrap: bool = True, observer: Observer | None = None
+) -> ExportedService:
+    """Read a servicer's service and handlers, and its ``@dubbok`` options.
+
+    With ``wrap`` (the sync server), each handler is wrapped for deadline propagation and
+    observation; the asyncio server wraps them itself.
+    """
     proto_name, handlers = read_servicer(servicer)
     options = service_options(servicer)
     if options.name is not None and options.name != proto_name:
@@ -120,7 +170,9 @@ def export(servicer: object, *, wrap: bool = True) -> ExportedService:
         if mopts is not None and mopts.as_record():
             records[name] = mopts.as_record()
     if wrap:
-        handlers = {name: _wrap_handler(h) for name, h in handlers.items()}
+        handlers = {
+            name: _wrap_handler(h, proto_name, name, observer) for name, h in handlers.items()
+        }
     return ExportedService(proto_name, options, handlers, records)
 
 

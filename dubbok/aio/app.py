@@ -77,7 +77,7 @@ class App(_AppBase):
                 f"{self.name} is already serving on port {self.port}; pass every servicer "
                 "to one serve() call"
             )
-        exported: list[ExportedService] = [export_async(s) for s in servicers]
+        exported: list[ExportedService] = [export_async(s, self.observer) for s in servicers]
         server = new_async_server(self._server_options)
         names: list[str] = []
         for svc in exported:
@@ -207,6 +207,8 @@ class App(_AppBase):
         )
         disc = self._discovery(discovery, options.discovery)
         ref = AsyncReference(definition)
+        ref._observer = self.observer
+        ref._names = (options.loadbalance, options.cluster)
         directory = Directory(
             options,
             balancer,

@@ -12,7 +12,9 @@ from typing import Any
 import grpc
 
 from ..core import CallPlan, Route
+from ..errors import DubbokError
 from ..invocation import Metadata
+from ..observe import Observer
 from ..outcome import Verdict, classify
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
@@ -20,6 +22,7 @@ from ..stub import MethodInfo, MethodKind, ServiceDefinition
 __all__ = ["AsyncReference", "AsyncResponseStream"]
 
 _monotonic = time.monotonic
+_OK = grpc.StatusCode.OK
 
 
 class AsyncResponseStream:
@@ -162,6 +165,8 @@ class AsyncReference:
         self.service = definition.name
         self.definition = definition
         self._route: Route | None = None
+        self._observer: Observer | None = None
+        self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             setattr(self, name, _KINDS[info.kind](self, info))
 
@@ -194,10 +199,20 @@ class AsyncReference:
         balancer = route.balancer
         track = balancer.tracks_load
         connections = route.connections
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         while True:
-            endpoint, remaining = plan.next()
+            try:
+                endpoint, remaining = plan.next()
+            except DubbokError as err:
+                if obs is not None:
+                    obs.done(err.code, err.message)
+                raise
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
+            md = metadata
+            if obs is not None:
+                md = obs.attempt(endpoint, len(plan.attempts) + 1, metadata or ())
             conn.active += 1
             if track:
                 balancer.started(endpoint)
@@ -206,7 +221,7 @@ class AsyncReference:
                 result = await mc(
                     request,
                     timeout=remaining,
-                    metadata=metadata,
+                    metadata=md,
                     credentials=credentials,
                     wait_for_ready=wait_for_ready,
                     compression=compression,
@@ -216,8 +231,22 @@ class AsyncReference:
                 code, details = exc.code(), exc.details()
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, classify(code, details))
+                if obs is not None:
+                    obs.attempt_done(code, details or "")
                 if not plan.failed(endpoint, code, details):
-                    raise plan.error() from exc
+                    error = plan.error()
+                    if obs is not None:
+                        obs.done(error.code, error.details)
+                    raise error from exc
+                if obs is not None:
+                    obs.event(
+                        "retry",
+                        {
+                            "dubbok.attempt": len(plan.attempts) + 1,
+                            "dubbok.failed_endpoint": endpoint.address,
+                            "rpc.grpc.status_code": code.value[0],
+                        },
+                    )
             except BaseException:
                 conn.done()
                 raise
@@ -225,6 +254,9 @@ class AsyncReference:
                 conn.done()
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                if obs is not None:
+                    obs.attempt_done(_OK, "")
+                    obs.done(_OK, "")
                 return result
 
     def _start(

@@ -12,7 +12,8 @@ import grpc
 
 from ..context import incoming_deadline
 from ..invocation import Deadline
-from ..server import DEFAULT_SERVER_OPTIONS, ExportedService, export
+from ..observe import Observer
+from ..server import DEFAULT_SERVER_OPTIONS, ExportedService, export, status_of
 
 __all__ = ["export_async", "new_async_server"]
 
@@ -24,22 +25,36 @@ def _remaining(context: Any) -> Deadline | None:
     return Deadline(time.monotonic() + left)
 
 
-def _wrap_unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_unary_response(
+    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
+        obs = observer.handle(service, method, context) if observer is not None else None
         try:
-            return await behavior(request, context)
+            reply = await behavior(request, context)
+        except BaseException as exc:
+            if obs is not None:
+                obs.done(*status_of(context, exc))
+            raise
+        else:
+            if obs is not None:
+                obs.done(*status_of(context, None))
+            return reply
         finally:
             incoming_deadline.reset(token)
 
     return handler
 
 
-def _wrap_stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream_response(
+    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         token = incoming_deadline.set(_remaining(context))
+        obs = observer.handle(service, method, context) if observer is not None else None
         try:
             result = behavior(request, context)
             if inspect.isasyncgen(result):
@@ -51,34 +66,55 @@ def _wrap_stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
             else:
                 for item in result:
                     yield item
+        except BaseException as exc:
+            if obs is not None:
+                obs.done(*status_of(context, exc))
+            raise
+        else:
+            if obs is not None:
+                obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
 
     return handler
 
 
-def _wrap_handler(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    h: grpc.RpcMethodHandler, service: str, method: str, observer: Observer | None
+) -> grpc.RpcMethodHandler:
+    args = (service, method, observer)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(h.unary_unary), h.request_deserializer, h.response_serializer
+            _wrap_unary_response(h.unary_unary, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     if h.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(h.stream_unary), h.request_deserializer, h.response_serializer
+            _wrap_unary_response(h.stream_unary, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     if h.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(h.unary_stream), h.request_deserializer, h.response_serializer
+            _wrap_stream_response(h.unary_stream, *args),
+            h.request_deserializer,
+            h.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(h.stream_stream), h.request_deserializer, h.response_serializer
+        _wrap_stream_response(h.stream_stream, *args),
+        h.request_deserializer,
+        h.response_serializer,
     )
 
 
-def export_async(servicer: object) -> ExportedService:
+def export_async(servicer: object, observer: Observer | None = None) -> ExportedService:
     """Like :func:`dubbok.server.export`, for servicers whose handlers are ``async def``."""
     exported = export(servicer, wrap=False)
-    handlers = {name: _wrap_handler(h) for name, h in exported.handlers.items()}
+    handlers = {
+        name: _wrap_handler(h, exported.name, name, observer)
+        for name, h in exported.handlers.items()
+    }
     return ExportedService(exported.name, exported.options, handlers, exported.method_records)
 
 

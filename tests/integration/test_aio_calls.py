@@ -126,6 +126,6 @@ def test_incoming_deadline_bounds_outgoing_calls() -> None:
                         front = edge.reference(echo_pb2_grpc.EchoStub, discovery=middle.url)
                         await front.Echo(req(), timeout=0.5)
         assert len(seen) == 1
-        assert 0 < seen[0] <= 0.5
+        assert 0 < seen[0] <= 0.6  # 0.5 s plus clock skew; far below the 10 s timeout
 
     run(main())
