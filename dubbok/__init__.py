@@ -21,6 +21,7 @@ from .errors import (
     ServiceDefinitionError,
     UnknownExtensionError,
 )
+from .governance import degrade, fallback
 from .service import MethodOptions, ServiceOptions, method, service
 
 __version__ = "0.1.0"
@@ -42,6 +43,8 @@ __all__ = [
     "ServiceOptions",
     "UnknownExtensionError",
     "__version__",
+    "degrade",
+    "fallback",
     "method",
     "service",
 ]

@@ -3,6 +3,7 @@ and options from user input, and caching discoveries per URL."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from .core import MethodPolicy, method_policies
 from .discovery import Discovery, DiscoveryOptions, create_discovery
 from .endpoint import Endpoint
 from .errors import ConfigurationError, ServiceDefinitionError
+from .governance import Governance
 from .options import ReferenceOptions
 from .service import MethodOptions
 from .stub import ServiceDefinition
@@ -69,18 +71,28 @@ class PolicyBuilder:
     records; what the consumer sets in code wins.
     """
 
-    def __init__(self, definition: ServiceDefinition, options: ReferenceOptions) -> None:
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        options: ReferenceOptions,
+        governance: Governance | None = None,
+    ) -> None:
         self._definition = definition
         self._options = options
+        self.governance = governance
         self.cluster: ClusterPolicy = create_cluster(options.cluster)
-        self._cache: tuple[tuple[tuple[str, Any], ...], dict[str, MethodPolicy]] | None = None
+        self._cache: tuple[object, dict[str, MethodPolicy]] | None = None
 
     def __call__(self, endpoints: Sequence[Endpoint]) -> dict[str, MethodPolicy]:
         advertised: dict[str, dict[str, Any]] = {}
         for ep in endpoints:
             for name, opts in ep.methods.items():
                 advertised.setdefault(name, dict(opts))
-        key = tuple(sorted((k, tuple(sorted(v.items()))) for k, v in advertised.items()))
+        gov = self.governance
+        key = (
+            tuple(sorted((k, tuple(sorted(v.items()))) for k, v in advertised.items())),
+            gov.version if gov is not None else 0,
+        )
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         o = self._options
@@ -106,6 +118,17 @@ class PolicyBuilder:
             method_retries=retries,
             cluster=self.cluster,
         )
+        if gov is not None:
+            policies = {
+                name: dataclasses.replace(
+                    p,
+                    breaker=gov.breakers.get(name),
+                    actives=gov.actives.get(name),
+                    degrade=gov.degrade.get(name),
+                    fallback=gov.fallbacks.get(name),
+                )
+                for name, p in policies.items()
+            }
         self._cache = (key, policies)
         return policies
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, Literal, TypeVar, cast
 
@@ -26,16 +26,20 @@ from grpc_reflection.v1alpha import reflection
 
 from ._consumer import DiscoveryCache, PolicyBuilder, reference_options
 from .balancer import create_balancer
+from .breaker import BreakerPolicy
+from .degrade import FallbackFunc
 from .directory import Directory
 from .discovery import Discovery, DiscoveryOptions, Subscription
 from .endpoint import Endpoint
 from .errors import ConfigurationError, DubbokError
+from .governance import Governance, breaker_policy
+from .limit import LimitPolicy
 from .observe import Observer, default_observer
 from .reference import Reference
 from .registry import ConsumerInfo, Registry, RegistryOptions, create_registry
 from .server import ExportedService, export, listen, new_server
 from .service import MethodOptions
-from .stub import read_stub
+from .stub import ServiceDefinition, read_stub
 from .transport import ChannelPool
 from .url import parse_url
 
@@ -81,6 +85,7 @@ class _AppBase:
         channel_options: tuple[tuple[str, Any], ...] = (),
         channel_credentials: grpc.ChannelCredentials | None = None,
         observer: Observer | Literal["default"] | None = "default",
+        limits: LimitPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
@@ -102,6 +107,11 @@ class _AppBase:
         self._channel_options = channel_options
         self._channel_credentials = channel_credentials
         self.observer: Observer | None = default_observer() if observer == "default" else observer
+        self.limits = (
+            limits
+            if isinstance(limits, LimitPolicy) or limits is None
+            else LimitPolicy.from_dict(limits)
+        )
         self._discoveries = DiscoveryCache(DiscoveryOptions(app=name))
         self._registry: Registry | None = None
         self._registry_lock = threading.Lock()
@@ -130,10 +140,15 @@ class _AppBase:
             )
         return url
 
-    def _prepare_reference(
+    def _make_reference(
         self,
+        ref_class: Callable[[ServiceDefinition], Any],
         stub: Callable[[Any], Any],
         service: str | None,
+        acquire: Callable[[str], Any],
+        release: Callable[[Any], None],
+        wrap_listener: Callable[[Callable[[Sequence[Endpoint]], None]], Any],
+        *,
         discovery: str | Discovery | None,
         loadbalance: str,
         cluster: str,
@@ -142,7 +157,13 @@ class _AppBase:
         version: str,
         group: str,
         methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None,
-    ) -> tuple[Any, Any, Any]:
+        breaker: BreakerPolicy | Mapping[str, Any] | bool | None,
+        actives: Mapping[str, int] | None,
+        bulkhead: int | None,
+        degrade: Mapping[str, Mapping[str, Any]] | None,
+        fallbacks: Mapping[str, FallbackFunc] | None,
+    ) -> tuple[Any, Directory, Subscription]:
+        """Build a reference (sync or asyncio class) and subscribe it to discovery."""
         definition = read_stub(stub, service)
         url = self._discovery_url(discovery, definition.name)
         options = reference_options(
@@ -157,8 +178,33 @@ class _AppBase:
             methods=methods,
         )
         balancer = create_balancer(loadbalance)
-        policies = PolicyBuilder(definition, options)
-        return definition, options, (balancer, policies)
+        governance = Governance(
+            definition,
+            breaker=breaker_policy(breaker),
+            actives=actives,
+            bulkhead=bulkhead,
+            degrade=degrade,
+            fallbacks=fallbacks,
+        )
+        policies = PolicyBuilder(definition, options, governance)
+        disc = self._discovery(discovery, options.discovery)
+        ref = ref_class(definition)
+        ref._observer = self.observer
+        ref._names = (options.loadbalance, options.cluster)
+        ref._governance = governance
+        directory = Directory(
+            options,
+            balancer,
+            policies,
+            acquire,
+            release,
+            ref._publish,
+            filter_version=not options.discovery.startswith("static://"),
+            governance=governance,
+        )
+        governance.on_change = directory.rebuild
+        subscription = disc.subscribe(definition.name, wrap_listener(directory.update))
+        return ref, directory, subscription
 
     def _discovery(self, given: str | Discovery | None, url: str) -> Discovery:
         """A user-supplied Discovery object as is; a URL through the per-App cache."""
@@ -209,7 +255,7 @@ class App(_AppBase):
                     f"{self.name} is already serving on port {self.port}; pass every servicer "
                     "to one serve() call"
                 )
-            exported = [export(s, observer=self.observer) for s in servicers]
+            exported = [export(s, observer=self.observer, limits=self.limits) for s in servicers]
             server = new_server(self._max_workers, self._server_options)
             names = []
             for svc in exported:
@@ -334,45 +380,49 @@ class App(_AppBase):
         version: str = "",
         group: str = "",
         methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None = None,
+        breaker: BreakerPolicy | Mapping[str, Any] | bool | None = True,
+        actives: Mapping[str, int] | None = None,
+        bulkhead: int | None = None,
+        degrade: Mapping[str, Mapping[str, Any]] | None = None,
+        fallbacks: Mapping[str, FallbackFunc] | None = None,
     ) -> T:
         """A typed reference to ``service`` through the consumer pipeline.
 
         ``stub`` is the generated ``*Stub`` class; the result has the same methods, governed:
-        discovery → routing → balancing → cluster strategy → transport.
+        discovery → routing → balancing → cluster strategy → transport. ``breaker`` takes
+        the defaults (``True``), a ``BreakerPolicy`` or a rule section, or ``False`` to turn
+        both breaker levels off; ``actives`` caps calls in flight per method and
+        ``bulkhead`` per service; ``degrade`` sets mock rules and ``fallbacks`` fallback
+        functions per method (see ``docs/resilience.md``).
         """
-        definition, options, (balancer, policies) = self._prepare_reference(
+        ref, directory, subscription = self._make_reference(
+            Reference,
             stub,
             service,
-            discovery,
-            loadbalance,
-            cluster,
-            retries,
-            timeout,
-            version,
-            group,
-            methods,
-        )
-        disc = self._discovery(discovery, options.discovery)
-        ref = Reference(definition)
-        ref._observer = self.observer
-        ref._names = (options.loadbalance, options.cluster)
-        directory = Directory(
-            options,
-            balancer,
-            policies,
             self._pool.acquire,
             self._pool.release,
-            ref._publish,
-            filter_version=not options.discovery.startswith("static://"),
+            lambda listener: listener,
+            discovery=discovery,
+            loadbalance=loadbalance,
+            cluster=cluster,
+            retries=retries,
+            timeout=timeout,
+            version=version,
+            group=group,
+            methods=methods,
+            breaker=breaker,
+            actives=actives,
+            bulkhead=bulkhead,
+            degrade=degrade,
+            fallbacks=fallbacks,
         )
-        subscription = disc.subscribe(definition.name, directory.update)
         with self._lock:
             self._references.append((directory, subscription))
         if self.registry_url is not None:
             try:
-                self.registry.register_consumer(definition.name, self._consumer_info())
+                self.registry.register_consumer(ref.service, self._consumer_info())
             except DubbokError as exc:
-                log.warning("could not register as a consumer of %s: %s", definition.name, exc)
+                log.warning("could not register as a consumer of %s: %s", ref.service, exc)
         return cast(T, ref)
 
     def _close_consumers(self) -> None:

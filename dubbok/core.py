@@ -23,21 +23,29 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
 from .balancer import Balancer, Picker
 from .cluster import ClusterPolicy
 from .context import incoming_deadline
+from .degrade import DegradeMode, DegradeRule, FallbackFunc
 from .endpoint import Endpoint
 from .errors import (
     AttemptRecord,
+    CircuitOpenError,
     DeadlineExceededError,
+    DubbokError,
     NoProviderError,
     RpcError,
 )
 from .invocation import Clock, Deadline, Invocation, Metadata
-from .outcome import classify
+from .outcome import Verdict, classify, counts_as_failure
+
+if TYPE_CHECKING:  # the breaker and limit packages load when a reference first needs them
+    from .breaker import MethodBreaker, OutlierDetector
+    from .limit import ConcurrencyLimiter
 
 __all__ = ["CallPlan", "MethodPolicy", "Route"]
 
@@ -47,7 +55,11 @@ MIN_ATTEMPT_SECONDS = 0.001
 
 @dataclass(frozen=True, slots=True)
 class MethodPolicy:
-    """Everything the core needs to know about one method, resolved once per snapshot."""
+    """Everything the core needs to know about one method, resolved once per snapshot.
+
+    ``breaker`` and ``actives`` are stateful objects that outlive snapshots (one per
+    reference and method); the rest is plain configuration.
+    """
 
     service: str
     method: str
@@ -55,6 +67,10 @@ class MethodPolicy:
     retries: int
     idempotent: bool
     cluster: ClusterPolicy
+    breaker: MethodBreaker | None = None
+    actives: ConcurrencyLimiter | None = None
+    degrade: DegradeRule | None = None
+    fallback: FallbackFunc | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -77,6 +93,8 @@ class Route:
     connections: Mapping[str, object] = field(hash=False)
     discovered: int = 0
     origin: str = ""
+    detector: OutlierDetector | None = None
+    bulkhead: ConcurrencyLimiter | None = None
 
     def no_provider(self, method: str) -> NoProviderError:
         if not self.discovered:
@@ -93,10 +111,62 @@ class Route:
         return NoProviderError(self.service, text, method=method)
 
 
-class CallPlan:
-    """The attempts of one unary call. Mutable, owned by one call, never shared."""
+class Recovery:
+    """How a failed or refused call is answered instead: a mock value, a mock status, or a
+    fallback function for the driver to call (and await, in ``dubbok.aio``)."""
 
-    __slots__ = ("_clock", "attempts", "deadline", "invocation", "policy", "route", "tried")
+    __slots__ = ("error", "function", "reason", "rule")
+
+    def __init__(
+        self,
+        reason: str,
+        error: BaseException | None,
+        rule: DegradeRule | None = None,
+        function: FallbackFunc | None = None,
+    ) -> None:
+        self.reason = reason
+        self.error = error
+        self.rule = rule
+        self.function = function
+
+    def value(self) -> object:
+        """The mock answer; raises the rule's status as an :class:`RpcError` for ``throw``."""
+        rule = self.rule
+        assert rule is not None
+        if rule.status is not None:
+            err = RpcError(
+                "",
+                rule.method,
+                rule.status,
+                rule.message,
+                hint="a degrade rule answered in place of the provider",
+            )
+            raise err from self.error
+        return rule.answer()
+
+
+class CallPlan:
+    """The attempts of one unary call. Mutable, owned by one call, never shared.
+
+    Driver protocol::
+
+        recovery = plan.admit()        # forced degrade, limits, method breaker
+        ... loop: plan.next() → call → plan.failed(...) / plan.succeeded(...)
+        plan.finish(error_or_None)     # breaker record, permits released
+        plan.recover(error)            # fail-mode degrade or fallback, if any
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_clock",
+        "_started",
+        "attempts",
+        "deadline",
+        "invocation",
+        "policy",
+        "route",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -110,8 +180,10 @@ class CallPlan:
         self.route = route
         self.policy = policy
         self._clock = clock
+        now = clock()
+        self._started = now
         seconds = timeout if timeout is not None else policy.timeout
-        deadline = Deadline(clock() + seconds) if seconds is not None else None
+        deadline = Deadline(now + seconds) if seconds is not None else None
         inherited = incoming_deadline.get()
         if inherited is not None and (deadline is None or inherited.at < deadline.at):
             deadline = inherited
@@ -121,15 +193,66 @@ class CallPlan:
         )
         self.tried: list[str] = []
         self.attempts: list[AttemptRecord] = []
+        self._admitted = 0  # bit 1: bulkhead held, 2: actives held, 4: breaker allowed
+
+    def admit(self) -> Recovery | None:
+        """Checks before any attempt. Returns a forced degrade, raises when refused."""
+        policy = self.policy
+        rule = policy.degrade
+        if rule is not None and rule.mode is DegradeMode.FORCE:
+            return Recovery(f"degrade rule force on {policy.method}", None, rule=rule)
+        bulkhead = self.route.bulkhead
+        if bulkhead is not None:
+            if not bulkhead.try_acquire():
+                raise self._refused(bulkhead.rejection)
+            self._admitted |= 1
+        actives = policy.actives
+        if actives is not None:
+            if not actives.try_acquire():
+                self._release()
+                raise self._refused(actives.rejection)
+            self._admitted |= 2
+        breaker = policy.breaker
+        if breaker is not None:
+            if not breaker.allow():
+                self._release()
+                raise breaker.open_error()
+            self._admitted |= 4
+        return None
+
+    def _refused(self, why: str) -> RpcError:
+        return RpcError(
+            self.policy.service,
+            self.policy.method,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            why,
+            hint="the consumer-side limit refused the call; raise the limit or slow down",
+        )
+
+    def _release(self) -> None:
+        admitted = self._admitted
+        if admitted & 1 and self.route.bulkhead is not None:
+            self.route.bulkhead.release()
+        if admitted & 2 and self.policy.actives is not None:
+            self.policy.actives.release()
+        self._admitted = admitted & 4
 
     def next(self) -> tuple[Endpoint, float | None]:
         """The endpoint and timeout of the next attempt; raises when none may be made."""
         timeout: float | None = None
+        now = self._clock()
         if self.deadline is not None:
-            timeout = self.deadline.at - self._clock()
+            timeout = self.deadline.at - now
             if timeout < MIN_ATTEMPT_SECONDS:
                 raise self._deadline_error()
         endpoint = self.route.picker.pick(self.invocation, self.tried)
+        detector = self.route.detector
+        if (
+            endpoint is not None
+            and detector is not None
+            and not detector.allowed(endpoint.address, now)
+        ):
+            endpoint = self._pick_allowed(endpoint.address, detector, now)
         if endpoint is None:
             if self.attempts:
                 raise self.error(grpc.StatusCode.UNAVAILABLE, "no untried endpoint left")
@@ -137,15 +260,63 @@ class CallPlan:
         self.tried.append(endpoint.address)
         return endpoint, timeout
 
+    def _pick_allowed(self, first: str, detector: OutlierDetector, now: float) -> Endpoint | None:
+        """Re-pick past ejected endpoints (rare: only while some endpoint is ejected)."""
+        skipped = [first]
+        for _ in range(len(self.route.endpoints)):
+            candidate = self.route.picker.pick(self.invocation, [*self.tried, *skipped])
+            if candidate is None or detector.allowed(candidate.address, now):
+                return candidate
+            skipped.append(candidate.address)
+        return None
+
     def failed(self, endpoint: Endpoint, code: grpc.StatusCode, details: str | None) -> bool:
         """Record a failed attempt; ``True`` when another attempt should be made."""
         text = details or ""
         self.attempts.append(AttemptRecord(endpoint.address, code, text))
+        verdict = classify(code, text)
+        now = self._clock()
+        detector = self.route.detector
+        if detector is not None:
+            detector.record(endpoint.address, verdict, now)
         if len(self.attempts) >= self.policy.max_attempts:
             return False
-        if not self.policy.cluster.retry(classify(code, text), self.policy.idempotent):
+        if not self.policy.cluster.retry(verdict, self.policy.idempotent):
             return False
-        return not (self.deadline is not None and self.deadline.expired(self._clock))
+        return not (self.deadline is not None and now >= self.deadline.at)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        detector = self.route.detector
+        if detector is not None:
+            detector.record(endpoint.address, Verdict.OK, self._clock())
+
+    def finish(self, error: BaseException | None) -> None:
+        """The call is over: tell the method breaker, hand back limit permits."""
+        admitted = self._admitted
+        if admitted & 3:
+            self._release()
+        if admitted & 4 and self.policy.breaker is not None:
+            self._admitted = 0
+            self.policy.breaker.record(_verdict_of(error), self._clock() - self._started)
+
+    def recover(self, error: BaseException) -> Recovery | None:
+        """A fail-mode degrade rule or a fallback for this error, if it warrants one.
+
+        Business errors are answers, not failures: they are never degraded.
+        """
+        if not counts_as_failure(_verdict_of(error)):
+            return None
+        policy = self.policy
+        rule = policy.degrade
+        if rule is not None and rule.mode is DegradeMode.FAIL:
+            return Recovery(
+                f"degrade rule fail on {policy.method}: {_brief(error)}", error, rule=rule
+            )
+        if policy.fallback is not None:
+            return Recovery(
+                f"fallback on {policy.method}: {_brief(error)}", error, function=policy.fallback
+            )
+        return None
 
     def error(self, code: grpc.StatusCode | None = None, details: str | None = None) -> RpcError:
         """The error to raise once the plan gives up."""
@@ -176,6 +347,26 @@ class CallPlan:
                 else "raise the timeout or find why the provider is slow"
             ),
         )
+
+
+def _verdict_of(error: BaseException | None) -> Verdict:
+    if error is None:
+        return Verdict.OK
+    if isinstance(error, CircuitOpenError):
+        return Verdict.NOT_SENT
+    if isinstance(error, NoProviderError):
+        return Verdict.UNAVAILABLE
+    if isinstance(error, RpcError):
+        return classify(error.code, error.details)
+    if isinstance(error, DubbokError):
+        return classify(error.code, error.message)
+    return Verdict.SERVER_ERROR
+
+
+def _brief(error: BaseException) -> str:
+    if isinstance(error, RpcError):
+        return f"{error.code.name}"
+    return type(error).__name__
 
 
 def method_policies(

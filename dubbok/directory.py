@@ -17,6 +17,7 @@ from typing import Any
 from .balancer import Balancer
 from .core import MethodPolicy, Route
 from .endpoint import Endpoint
+from .governance import Governance
 from .options import ReferenceOptions
 
 __all__ = ["Directory"]
@@ -50,6 +51,7 @@ class Directory:
         publish: Callable[[Route], None],
         *,
         filter_version: bool = True,
+        governance: Governance | None = None,
     ) -> None:
         self._options = options
         self._balancer = balancer
@@ -58,6 +60,8 @@ class Directory:
         self._release = release
         self._publish = publish
         self._filter = filter_version
+        self._governance = governance
+        self._routed: list[Endpoint] = []
         self._lock = threading.Lock()
         self._connections: dict[str, Any] = {}
         self._endpoints: tuple[Endpoint, ...] | None = None
@@ -66,6 +70,7 @@ class Directory:
         publish(self.route)
 
     def _build(self, endpoints: Sequence[Endpoint], discovered: int) -> Route:
+        gov = self._governance
         return Route(
             service=self._options.service,
             endpoints=tuple(endpoints),
@@ -75,6 +80,8 @@ class Directory:
             connections=dict(self._connections),
             discovered=discovered,
             origin=self._options.discovery,
+            detector=gov.detector if gov is not None else None,
+            bulkhead=gov.bulkhead if gov is not None else None,
         )
 
     def update(self, endpoints: Sequence[Endpoint]) -> None:
@@ -100,6 +107,9 @@ class Directory:
             for address in wanted:
                 if address not in self._connections:
                     self._connections[address] = self._acquire(address)
+            self._routed = routed
+            if self._governance is not None and self._governance.detector is not None:
+                self._governance.detector.retain(wanted)
             self.route = self._build(routed, len(endpoints))
             self._publish(self.route)
         log.debug(
@@ -108,6 +118,17 @@ class Directory:
             len(endpoints),
             len(routed),
         )
+
+    def rebuild(self) -> None:
+        """Rebuild the route from the current endpoints (rules or switches changed)."""
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self.route = self._build(self._routed, self.route.discovered)
+                self._publish(self.route)
+        except Exception:
+            log.exception("could not rebuild the route of %s", self._options.service)
 
     def close(self) -> None:
         """Release every connection; later updates are ignored."""

@@ -9,7 +9,8 @@ verdict                   gRPC statuses                              counted  re
 ========================  =========================================  =======  =============
 ``OK``                    OK                                         no       —
 ``BUSINESS``              INVALID_ARGUMENT, NOT_FOUND, ALREADY_...   no       never
-``NOT_SENT``              UNAVAILABLE before the request left        yes      always
+``NOT_SENT``              UNAVAILABLE before the request left, or    yes      always
+                          RESOURCE_EXHAUSTED from a provider limit
 ``UNAVAILABLE``           UNAVAILABLE otherwise                      yes      idempotent only
 ``TIMEOUT``               DEADLINE_EXCEEDED                          yes      idempotent only
 ``OVERLOADED``            RESOURCE_EXHAUSTED                         yes      idempotent only
@@ -87,9 +88,15 @@ _RETRY_IDEMPOTENT = frozenset(
 )
 
 
+# A provider limit refused the call before its handler ran (see dubbok.server).
+_REJECTED_MARKER = "rejected by provider limit: "
+
+
 def classify(code: grpc.StatusCode, details: str | None = "") -> Verdict:
     """Map a finished attempt's status to its :class:`Verdict`."""
     verdict = _BY_CODE.get(code, Verdict.SERVER_ERROR)
+    if verdict is Verdict.OVERLOADED and details and details.startswith(_REJECTED_MARKER):
+        return Verdict.NOT_SENT
     if verdict is Verdict.UNAVAILABLE and details:
         lowered = details.lower()
         if any(marker in lowered for marker in _NOT_SENT_MARKERS):

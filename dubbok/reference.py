@@ -15,10 +15,12 @@ from typing import Any
 
 import grpc
 
-from .core import CallPlan, Route
+from .core import CallPlan, Recovery, Route
+from .degrade import DegradedCall
 from .errors import DubbokError, RpcError
+from .governance import Governance
 from .invocation import Metadata
-from .observe import Observer
+from .observe import CallObservation, Observer
 from .outcome import Verdict, classify
 from .stub import MethodInfo, MethodKind, ServiceDefinition
 
@@ -157,6 +159,7 @@ class Reference:
         self.definition = definition
         self._route: Route | None = None
         self._observer: Observer | None = None
+        self._governance: Governance | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             kind = _UnaryUnary if info.kind is MethodKind.UNARY_UNARY else _Streaming
@@ -190,18 +193,82 @@ class Reference:
         route = self._route
         assert route is not None
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        try:
+            forced = plan.admit()
+            if forced is None:
+                result = self._attempts(
+                    plan,
+                    info,
+                    request,
+                    metadata,
+                    credentials,
+                    wait_for_ready,
+                    compression,
+                    with_call,
+                    obs,
+                )
+        except DubbokError as error:
+            plan.finish(error)
+            recovery = plan.recover(error)
+            if recovery is None:
+                if obs is not None:
+                    obs.done(error.code, error.message)
+                raise
+            return self._recovered(recovery, request, obs, with_call)
+        except BaseException as error:
+            plan.finish(error)
+            raise
+        if forced is not None:
+            return self._recovered(forced, request, obs, with_call)
+        plan.finish(None)
+        if obs is not None:
+            obs.done(_OK, "")
+        return result
+
+    def _recovered(
+        self, recovery: Recovery, request: Any, obs: CallObservation | None, with_call: bool
+    ) -> Any:
+        """Answer with a mock value or a fallback; the reply says it was degraded."""
+        if obs is not None:
+            obs.event("fallback", {"dubbok.degrade.reason": recovery.reason})
+        try:
+            if recovery.function is not None:
+                assert recovery.error is not None
+                value = recovery.function(request, recovery.error)
+
+            else:
+                value = recovery.value()
+        except DubbokError as err:
+            if obs is not None:
+                obs.done(err.code, err.message)
+            raise
+        if obs is not None:
+            obs.done(_OK, "")
+        if with_call:
+            return value, DegradedCall(recovery.reason)
+        return value
+
+    def _attempts(
+        self,
+        plan: CallPlan,
+        info: MethodInfo,
+        request: Any,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+        with_call: bool,
+        obs: CallObservation | None,
+    ) -> Any:
+        """The cluster strategy's attempt loop; raises once the plan gives up."""
+        route = plan.route
         balancer = route.balancer
         track = balancer.tracks_load
         connections = route.connections
-        observer = self._observer
-        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         while True:
-            try:
-                endpoint, remaining = plan.next()
-            except DubbokError as err:
-                if obs is not None:
-                    obs.done(err.code, err.message)
-                raise
+            endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
             md = metadata
@@ -238,10 +305,7 @@ class Reference:
                 if obs is not None:
                     obs.attempt_done(code, details or "")
                 if not plan.failed(endpoint, code, details):
-                    error = plan.error()
-                    if obs is not None:
-                        obs.done(error.code, error.details)
-                    raise error from exc
+                    raise plan.error() from exc
                 if obs is not None:
                     obs.event(
                         "retry",
@@ -256,11 +320,11 @@ class Reference:
                 raise
             else:
                 conn.done()
+                plan.succeeded(endpoint)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
                 if obs is not None:
                     obs.attempt_done(_OK, "")
-                    obs.done(_OK, "")
                 return result
 
     def _stream(
@@ -275,9 +339,17 @@ class Reference:
     ) -> Any:
         route = self._route
         assert route is not None
+        # Streams are governed at their start: limits, method breaker, ejection, balancing.
         plan = CallPlan(route, route.policies[info.name], None, metadata or (), timeout)
-        endpoint, remaining = plan.next()
-        conn: Any = connections_get(route, endpoint.address)
+        forced = plan.admit()
+        if forced is not None:
+            return forced.value()
+        try:
+            endpoint, remaining = plan.next()
+        except DubbokError as error:
+            plan.finish(error)
+            raise
+        conn: Any = route.connections[endpoint.address]
         mc = conn.multicallable(info)
         conn.active += 1
         try:
@@ -292,16 +364,17 @@ class Reference:
         except grpc.RpcError as exc:
             conn.done()
             plan.failed(endpoint, exc.code(), exc.details())
-            raise plan.error() from exc
-        except BaseException:
+            failure = plan.error()
+            plan.finish(failure)
+            raise failure from exc
+        except BaseException as exc:
             conn.done()
+            plan.finish(exc)
             raise
+        plan.succeeded(endpoint)
+        plan.finish(None)
         if info.kind is MethodKind.STREAM_UNARY:
-            # The response future resolves when the call ends.
+            # The sync stream-unary call returned its response: the call is over.
             conn.done()
             return call
         return ResponseStream(call, route, info, conn)
-
-
-def connections_get(route: Route, address: str) -> Any:
-    return route.connections[address]

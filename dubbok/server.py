@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from .context import incoming_deadline
 from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
+from .limit import AdaptiveLimitPolicy, Admission, LimitPolicy, MethodGuard, MethodLimits
 from .observe import Observer
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
@@ -34,6 +35,11 @@ __all__ = ["DEFAULT_SERVER_OPTIONS", "ExportedService", "export", "listen"]
 DEFAULT_SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
 
 
+# Consumers recognise a refusal by a provider limit by this prefix: the handler never ran,
+# so the call may be retried on another endpoint even when it is not idempotent.
+REJECTED_PREFIX = "rejected by provider limit: "
+
+
 @dataclass(frozen=True, slots=True)
 class ExportedService:
     """A servicer ready to be added to a server and announced to a registry."""
@@ -42,6 +48,7 @@ class ExportedService:
     options: ServiceOptions
     handlers: Mapping[str, grpc.RpcMethodHandler]
     method_records: Mapping[str, Mapping[str, object]]
+    guards: Mapping[str, MethodGuard] = field(default_factory=dict)
 
     def endpoint(self, app: str, host: str, port: int, started_at: float) -> Endpoint:
         return Endpoint(
@@ -75,14 +82,38 @@ def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCod
     return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
 
 
+def admit(guard: MethodGuard, context: Any) -> Admission:
+    """Ask the method's limits; refuse the call (``context.abort``) when one is reached."""
+    admission = guard.enter()
+    if not admission:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection)
+    return admission
+
+
+def dropped(context: Any) -> bool:
+    """Whether a finished call tells an adaptive limit that the provider was overloaded."""
+    return context.code() in (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+
+
 def _wrap_unary_response(
-    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+    behavior: Callable[..., Any],
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
         obs = observer.handle(service, method, context) if observer is not None else None
+        admission = None
         try:
+            if guard is not None:
+                admission = admit(guard, context)
+                started = time.monotonic()
             reply = behavior(request, context)
         except BaseException as exc:
             if obs is not None:
@@ -94,18 +125,28 @@ def _wrap_unary_response(
             return reply
         finally:
             incoming_deadline.reset(token)
+            if admission is not None:
+                admission.release(time.monotonic() - started, dropped(context))
 
     return handler
 
 
 def _wrap_stream_response(
-    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+    behavior: Callable[..., Any],
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
         token = incoming_deadline.set(_remaining(context))
         obs = observer.handle(service, method, context) if observer is not None else None
+        admission = None
         try:
+            if guard is not None:
+                admission = admit(guard, context)
+                started = time.monotonic()
             yield from behavior(request, context)
         except BaseException as exc:
             if obs is not None:
@@ -116,14 +157,20 @@ def _wrap_stream_response(
                 obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
+            if admission is not None:
+                admission.release(time.monotonic() - started, dropped(context))
 
     return handler
 
 
 def _wrap_handler(
-    h: grpc.RpcMethodHandler, service: str, method: str, observer: Observer | None
+    h: grpc.RpcMethodHandler,
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> grpc.RpcMethodHandler:
-    args = (service, method, observer)
+    args = (service, method, observer, guard)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_response(h.unary_unary, *args),
@@ -149,8 +196,28 @@ def _wrap_handler(
     )
 
 
+def method_limits(servicer: object, name: str, limits: LimitPolicy | None) -> MethodLimits | None:
+    """The limits of one method: the App's ``limits`` over ``@dubbok.method`` options."""
+    if limits is not None:
+        found = limits.for_method(name)
+        if found is not None:
+            return None if found.empty else found
+    opts = method_options(servicer, name)
+    if opts is None or (opts.qps is None and opts.max_concurrency is None and not opts.adaptive):
+        return None
+    return MethodLimits(
+        qps=opts.qps,
+        max_concurrency=opts.max_concurrency,
+        adaptive=AdaptiveLimitPolicy() if opts.adaptive else None,
+    )
+
+
 def export(
-    servicer: object, *, wrap: bool = True, observer: Observer | None = None
+    servicer: object,
+    *,
+    wrap: bool = True,
+    observer: Observer | None = None,
+    limits: LimitPolicy | None = None,
 ) -> ExportedService:
     """Read a servicer's service and handlers, and its ``@dubbok`` options.
 
@@ -169,11 +236,17 @@ def export(
         mopts = method_options(servicer, name)
         if mopts is not None and mopts.as_record():
             records[name] = mopts.as_record()
+    guards: dict[str, MethodGuard] = {}
+    for name in handlers:
+        found = method_limits(servicer, name, limits)
+        if found is not None:
+            guards[name] = MethodGuard(name, found)
     if wrap:
         handlers = {
-            name: _wrap_handler(h, proto_name, name, observer) for name, h in handlers.items()
+            name: _wrap_handler(h, proto_name, name, observer, guards.get(name))
+            for name, h in handlers.items()
         }
-    return ExportedService(proto_name, options, handlers, records)
+    return ExportedService(proto_name, options, handlers, records, guards)
 
 
 def listen(server: Any, host: str, port: int) -> int:

@@ -50,6 +50,10 @@ class MethodOptions:
     timeout: float | None = None
     idempotent: bool | None = None
     retries: int | None = None
+    # Provider-side limits (not advertised): QPS token bucket, max concurrency, adaptive.
+    qps: float | None = None
+    max_concurrency: int | None = None
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout is not None and not self.timeout > 0:
@@ -113,14 +117,24 @@ def service(
 
 
 def method(
-    *, timeout: float | None = None, idempotent: bool | None = None, retries: int | None = None
+    *,
+    timeout: float | None = None,
+    idempotent: bool | None = None,
+    retries: int | None = None,
+    qps: float | None = None,
+    max_concurrency: int | None = None,
+    adaptive: bool = False,
 ) -> Callable[[F], F]:
-    """Options for one handler, advertised to consumers through the registry.
+    """Options for one handler.
 
-    ``idempotent=True`` lets consumers retry the method after timeouts and server errors, not
-    only when the request certainly never left.
+    ``timeout``, ``idempotent`` and ``retries`` are advertised to consumers through the
+    registry; ``idempotent=True`` lets them retry the method after timeouts and server errors,
+    not only when the request certainly never left. ``qps``, ``max_concurrency`` (Dubbo's
+    ``executes``) and ``adaptive`` (a latency-driven concurrency limit) protect the provider:
+    calls over a limit are refused with RESOURCE_EXHAUSTED before the handler runs, and
+    consumers retry them on another endpoint.
     """
-    opts = MethodOptions(timeout, idempotent, retries)
+    opts = MethodOptions(timeout, idempotent, retries, qps, max_concurrency, adaptive)
 
     def decorate(fn: F) -> F:
         setattr(fn, _METHOD_ATTR, opts)

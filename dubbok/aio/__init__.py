@@ -11,8 +11,17 @@
 
 from __future__ import annotations
 
+from ..governance import degrade, fallback
 from ..service import method, service
 from .app import App
 from .reference import AsyncReference, AsyncResponseStream
 
-__all__ = ["App", "AsyncReference", "AsyncResponseStream", "method", "service"]
+__all__ = [
+    "App",
+    "AsyncReference",
+    "AsyncResponseStream",
+    "degrade",
+    "fallback",
+    "method",
+    "service",
+]

@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..app import DEFAULT_GRACE, _AppBase, advertised_host
+from ..breaker import BreakerPolicy
+from ..degrade import FallbackFunc
 from ..directory import Directory
 from ..discovery import Discovery, Subscription
 from ..endpoint import Endpoint
@@ -77,7 +79,9 @@ class App(_AppBase):
                 f"{self.name} is already serving on port {self.port}; pass every servicer "
                 "to one serve() call"
             )
-        exported: list[ExportedService] = [export_async(s, self.observer) for s in servicers]
+        exported: list[ExportedService] = [
+            export_async(s, self.observer, self.limits) for s in servicers
+        ]
         server = new_async_server(self._server_options)
         names: list[str] = []
         for svc in exported:
@@ -187,48 +191,50 @@ class App(_AppBase):
         version: str = "",
         group: str = "",
         methods: Mapping[str, MethodOptions | Mapping[str, Any]] | None = None,
+        breaker: BreakerPolicy | Mapping[str, Any] | bool | None = True,
+        actives: Mapping[str, int] | None = None,
+        bulkhead: int | None = None,
+        degrade: Mapping[str, Mapping[str, Any]] | None = None,
+        fallbacks: Mapping[str, FallbackFunc] | None = None,
     ) -> T:
         """A typed asyncio reference; each method is awaitable (streams: async iterators).
 
-        Must be called from the loop the App runs on.
+        Same options as :meth:`dubbok.App.reference`; fallbacks may be ``async``. Must be
+        called from the loop the App runs on.
         """
         loop = asyncio.get_running_loop()
-        definition, options, (balancer, policies) = self._prepare_reference(
+        ref, directory, subscription = self._make_reference(
+            AsyncReference,
             stub,
             service,
-            discovery,
-            loadbalance,
-            cluster,
-            retries,
-            timeout,
-            version,
-            group,
-            methods,
-        )
-        disc = self._discovery(discovery, options.discovery)
-        ref = AsyncReference(definition)
-        ref._observer = self.observer
-        ref._names = (options.loadbalance, options.cluster)
-        directory = Directory(
-            options,
-            balancer,
-            policies,
             self._pool.acquire,
             self._pool.release,
-            ref._publish,
-            filter_version=not options.discovery.startswith("static://"),
+            lambda listener: _on_loop(loop, listener),
+            discovery=discovery,
+            loadbalance=loadbalance,
+            cluster=cluster,
+            retries=retries,
+            timeout=timeout,
+            version=version,
+            group=group,
+            methods=methods,
+            breaker=breaker,
+            actives=actives,
+            bulkhead=bulkhead,
+            degrade=degrade,
+            fallbacks=fallbacks,
         )
-        subscription = disc.subscribe(definition.name, _on_loop(loop, directory.update))
         self._references.append((directory, subscription))
         if self.registry_url is not None:
             info = self._consumer_info()
             registry = self.registry
+            service_name = ref.service
 
             def register() -> None:
                 try:
-                    registry.register_consumer(definition.name, info)
+                    registry.register_consumer(service_name, info)
                 except DubbokError as exc:
-                    log.warning("could not register as a consumer of %s: %s", definition.name, exc)
+                    log.warning("could not register as a consumer of %s: %s", service_name, exc)
 
             loop.run_in_executor(None, register)
         return cast(T, ref)

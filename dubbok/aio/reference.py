@@ -5,16 +5,18 @@ Same :class:`~dubbok.core.CallPlan`, same decisions; only here the attempt is aw
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from ..core import CallPlan, Route
+from ..core import CallPlan, Recovery, Route
 from ..errors import DubbokError
+from ..governance import Governance
 from ..invocation import Metadata
-from ..observe import Observer
+from ..observe import CallObservation, Observer
 from ..outcome import Verdict, classify
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
@@ -166,6 +168,7 @@ class AsyncReference:
         self.definition = definition
         self._route: Route | None = None
         self._observer: Observer | None = None
+        self._governance: Governance | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             setattr(self, name, _KINDS[info.kind](self, info))
@@ -196,18 +199,73 @@ class AsyncReference:
         route = self._route
         assert route is not None
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        try:
+            forced = plan.admit()
+            if forced is None:
+                result = await self._attempts(
+                    plan, info, request, metadata, credentials, wait_for_ready, compression, obs
+                )
+        except DubbokError as error:
+            plan.finish(error)
+            recovery = plan.recover(error)
+            if recovery is None:
+                if obs is not None:
+                    obs.done(error.code, error.message)
+                raise
+            return await self._recovered(recovery, request, obs)
+        except BaseException as error:
+            plan.finish(error)
+            raise
+        if forced is not None:
+            return await self._recovered(forced, request, obs)
+        plan.finish(None)
+        if obs is not None:
+            obs.done(_OK, "")
+        return result
+
+    async def _recovered(
+        self, recovery: Recovery, request: Any, obs: CallObservation | None
+    ) -> Any:
+        """Answer with a mock value or a fallback; the reply says it was degraded."""
+        if obs is not None:
+            obs.event("fallback", {"dubbok.degrade.reason": recovery.reason})
+        try:
+            if recovery.function is not None:
+                assert recovery.error is not None
+                value = recovery.function(request, recovery.error)
+                if inspect.isawaitable(value):
+                    value = await value
+            else:
+                value = recovery.value()
+        except DubbokError as err:
+            if obs is not None:
+                obs.done(err.code, err.message)
+            raise
+        if obs is not None:
+            obs.done(_OK, "")
+
+        return value
+
+    async def _attempts(
+        self,
+        plan: CallPlan,
+        info: MethodInfo,
+        request: Any,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+        obs: CallObservation | None,
+    ) -> Any:
+        """The cluster strategy's attempt loop; raises once the plan gives up."""
+        route = plan.route
         balancer = route.balancer
         track = balancer.tracks_load
         connections = route.connections
-        observer = self._observer
-        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         while True:
-            try:
-                endpoint, remaining = plan.next()
-            except DubbokError as err:
-                if obs is not None:
-                    obs.done(err.code, err.message)
-                raise
+            endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
             md = metadata
@@ -234,10 +292,7 @@ class AsyncReference:
                 if obs is not None:
                     obs.attempt_done(code, details or "")
                 if not plan.failed(endpoint, code, details):
-                    error = plan.error()
-                    if obs is not None:
-                        obs.done(error.code, error.details)
-                    raise error from exc
+                    raise plan.error() from exc
                 if obs is not None:
                     obs.event(
                         "retry",
@@ -252,11 +307,11 @@ class AsyncReference:
                 raise
             else:
                 conn.done()
+                plan.succeeded(endpoint)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
                 if obs is not None:
                     obs.attempt_done(_OK, "")
-                    obs.done(_OK, "")
                 return result
 
     def _start(
@@ -272,8 +327,17 @@ class AsyncReference:
         """Pick one endpoint and start a streaming call on it (never retried)."""
         route = self._route
         assert route is not None
+        # Streams are governed at their start: limits, method breaker, ejection, balancing.
         plan = CallPlan(route, route.policies[info.name], None, metadata or (), timeout)
-        endpoint, remaining = plan.next()
+        forced = plan.admit()
+        if forced is not None:
+            forced.value()  # a streaming method's mock rule can only throw
+        try:
+            endpoint, remaining = plan.next()
+        except DubbokError as error:
+            plan.finish(error)
+            raise
+        plan.finish(None)
         conn: Any = route.connections[endpoint.address]
         mc = conn.multicallable(info)
         args = () if request is None and info.kind is MethodKind.STREAM_STREAM else (request,)

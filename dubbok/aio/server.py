@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import time
@@ -12,8 +13,16 @@ import grpc
 
 from ..context import incoming_deadline
 from ..invocation import Deadline
+from ..limit import Admission, LimitPolicy, MethodGuard
 from ..observe import Observer
-from ..server import DEFAULT_SERVER_OPTIONS, ExportedService, export, status_of
+from ..server import (
+    DEFAULT_SERVER_OPTIONS,
+    REJECTED_PREFIX,
+    ExportedService,
+    dropped,
+    export,
+    status_of,
+)
 
 __all__ = ["export_async", "new_async_server"]
 
@@ -25,14 +34,31 @@ def _remaining(context: Any) -> Deadline | None:
     return Deadline(time.monotonic() + left)
 
 
+async def _admit(guard: MethodGuard, context: Any) -> Admission:
+    admission = guard.enter()
+    if not admission:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection
+        )
+    return admission
+
+
 def _wrap_unary_response(
-    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+    behavior: Callable[..., Any],
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
         obs = observer.handle(service, method, context) if observer is not None else None
+        admission = None
         try:
+            if guard is not None:
+                admission = await _admit(guard, context)
+                started = time.monotonic()
             reply = await behavior(request, context)
         except BaseException as exc:
             if obs is not None:
@@ -44,18 +70,28 @@ def _wrap_unary_response(
             return reply
         finally:
             incoming_deadline.reset(token)
+            if admission is not None:
+                admission.release(time.monotonic() - started, dropped(context))
 
     return handler
 
 
 def _wrap_stream_response(
-    behavior: Callable[..., Any], service: str, method: str, observer: Observer | None
+    behavior: Callable[..., Any],
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         token = incoming_deadline.set(_remaining(context))
         obs = observer.handle(service, method, context) if observer is not None else None
+        admission = None
         try:
+            if guard is not None:
+                admission = await _admit(guard, context)
+                started = time.monotonic()
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -75,14 +111,20 @@ def _wrap_stream_response(
                 obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
+            if admission is not None:
+                admission.release(time.monotonic() - started, dropped(context))
 
     return handler
 
 
 def _wrap_handler(
-    h: grpc.RpcMethodHandler, service: str, method: str, observer: Observer | None
+    h: grpc.RpcMethodHandler,
+    service: str,
+    method: str,
+    observer: Observer | None,
+    guard: MethodGuard | None,
 ) -> grpc.RpcMethodHandler:
-    args = (service, method, observer)
+    args = (service, method, observer, guard)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_response(h.unary_unary, *args),
@@ -108,14 +150,16 @@ def _wrap_handler(
     )
 
 
-def export_async(servicer: object, observer: Observer | None = None) -> ExportedService:
+def export_async(
+    servicer: object, observer: Observer | None = None, limits: LimitPolicy | None = None
+) -> ExportedService:
     """Like :func:`dubbok.server.export`, for servicers whose handlers are ``async def``."""
-    exported = export(servicer, wrap=False)
+    exported = export(servicer, wrap=False, limits=limits)
     handlers = {
-        name: _wrap_handler(h, exported.name, name, observer)
+        name: _wrap_handler(h, exported.name, name, observer, exported.guards.get(name))
         for name, h in exported.handlers.items()
     }
-    return ExportedService(exported.name, exported.options, handlers, exported.method_records)
+    return dataclasses.replace(exported, handlers=handlers)
 
 
 def new_async_server(options: tuple[tuple[str, Any], ...] = ()) -> Any:
