@@ -203,7 +203,11 @@ class _AppBase:
             governance=governance,
         )
         governance.on_change = directory.rebuild
-        subscription = disc.subscribe(definition.name, wrap_listener(directory.update))
+        listener = wrap_listener(directory.update)
+        subscription = disc.subscribe(definition.name, listener)
+        if hasattr(listener, "subscribed"):
+            listener.subscribed()
+        ref._refresh = subscription.refresh
         return ref, directory, subscription
 
     def _discovery(self, given: str | Discovery | None, url: str) -> Discovery:

@@ -318,6 +318,16 @@ class CallPlan:
             )
         return None
 
+    def all_failing(self) -> bool:
+        """Did every known endpoint fail to connect? Then discovery should look again soon."""
+        endpoints = self.route.endpoints
+        if not endpoints or len(self.attempts) < len(endpoints):
+            return False
+        return all(
+            classify(a.code, a.details) in (Verdict.NOT_SENT, Verdict.UNAVAILABLE)
+            for a in self.attempts
+        )
+
     def error(self, code: grpc.StatusCode | None = None, details: str | None = None) -> RpcError:
         """The error to raise once the plan gives up."""
         last = self.attempts[-1] if self.attempts else None

@@ -10,7 +10,7 @@ blocks on grpc.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -160,6 +160,8 @@ class Reference:
         self._route: Route | None = None
         self._observer: Observer | None = None
         self._governance: Governance | None = None
+        # Asks discovery to look again when every endpoint fails (DNS re-resolves at once).
+        self._refresh: Callable[[], None] | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             kind = _UnaryUnary if info.kind is MethodKind.UNARY_UNARY else _Streaming
@@ -211,6 +213,8 @@ class Reference:
                 )
         except DubbokError as error:
             plan.finish(error)
+            if self._refresh is not None and plan.all_failing():
+                self._refresh()
             recovery = plan.recover(error)
             if recovery is None:
                 if obs is not None:

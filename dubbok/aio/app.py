@@ -40,19 +40,41 @@ log = logging.getLogger("dubbok.app")
 T = TypeVar("T")
 
 
-def _on_loop(
-    loop: asyncio.AbstractEventLoop, fn: Callable[[Sequence[Endpoint]], None]
-) -> Callable[[Sequence[Endpoint]], None]:
-    """Run ``fn`` on ``loop``: directly from the loop's thread, else via call_soon_threadsafe."""
-    loop_thread = threading.get_ident()
+class _LoopListener:
+    """Delivers endpoint sets on the App's loop, whichever thread discovery calls from.
 
-    def listener(endpoints: Sequence[Endpoint]) -> None:
-        if threading.get_ident() == loop_thread:
-            fn(endpoints)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(fn, tuple(endpoints))
+    From the loop's own thread an update applies at once. From another thread it is queued
+    with ``call_soon_threadsafe`` — except while ``subscribe`` itself runs on the loop (a
+    discovery may wait there for its first answer from its own thread): those updates are
+    held and applied as soon as ``subscribe`` returns, so the first call already sees them.
+    """
 
-    return listener
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[Sequence[Endpoint]], None]
+    ) -> None:
+        self._loop = loop
+        self._fn = fn
+        self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._held: list[tuple[Endpoint, ...]] | None = []
+
+    def __call__(self, endpoints: Sequence[Endpoint]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._fn(endpoints)
+            return
+        with self._lock:
+            if self._held is not None:
+                self._held.append(tuple(endpoints))
+                return
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fn, tuple(endpoints))
+
+    def subscribed(self) -> None:
+        """``subscribe`` returned (on the loop's thread): apply what was held."""
+        with self._lock:
+            held, self._held = self._held, None
+        if held:
+            self._fn(held[-1])
 
 
 class App(_AppBase):
@@ -209,7 +231,7 @@ class App(_AppBase):
             service,
             self._pool.acquire,
             self._pool.release,
-            lambda listener: _on_loop(loop, listener),
+            lambda listener: _LoopListener(loop, listener),
             discovery=discovery,
             loadbalance=loadbalance,
             cluster=cluster,

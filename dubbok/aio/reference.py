@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -169,6 +169,8 @@ class AsyncReference:
         self._route: Route | None = None
         self._observer: Observer | None = None
         self._governance: Governance | None = None
+        # Asks discovery to look again when every endpoint fails (DNS re-resolves at once).
+        self._refresh: Callable[[], None] | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             setattr(self, name, _KINDS[info.kind](self, info))
@@ -209,6 +211,8 @@ class AsyncReference:
                 )
         except DubbokError as error:
             plan.finish(error)
+            if self._refresh is not None and plan.all_failing():
+                self._refresh()
             recovery = plan.recover(error)
             if recovery is None:
                 if obs is not None:
