@@ -9,7 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .cluster import ClusterPolicy, create_cluster
+from .cluster.budget import RetryBudget
+from .cluster.latency import LatencyTracker
 from .core import MethodPolicy, method_policies
+from .degrade import response_class
 from .discovery import Discovery, DiscoveryOptions, create_discovery
 from .endpoint import Endpoint
 from .errors import ConfigurationError, ServiceDefinitionError
@@ -76,11 +79,26 @@ class PolicyBuilder:
         definition: ServiceDefinition,
         options: ReferenceOptions,
         governance: Governance | None = None,
+        *,
+        cluster_options: Mapping[str, Any] | None = None,
+        retry_budget: bool = True,
     ) -> None:
         self._definition = definition
         self._options = options
         self.governance = governance
-        self.cluster: ClusterPolicy = create_cluster(options.cluster)
+        self.cluster: ClusterPolicy = create_cluster(options.cluster, **dict(cluster_options or {}))
+        # One budget per reference (service): retries and hedges ≤ 10% of calls + 10/s.
+        self.budget = RetryBudget() if retry_budget else None
+        self.latency = (
+            {m: LatencyTracker() for m in definition.methods}
+            if self.cluster.name == "hedging"
+            else {}
+        )
+        self.responses: dict[str, Callable[[], object]] = {}
+        for name, info in definition.methods.items():
+            cls = response_class(info)
+            if cls is not None and not info.kind.response_streaming:
+                self.responses[name] = cls
         self._cache: tuple[object, dict[str, MethodPolicy]] | None = None
 
     def __call__(self, endpoints: Sequence[Endpoint]) -> dict[str, MethodPolicy]:
@@ -129,6 +147,15 @@ class PolicyBuilder:
                 )
                 for name, p in policies.items()
             }
+        policies = {
+            name: dataclasses.replace(
+                p,
+                budget=self.budget,
+                latency=self.latency.get(name),
+                response=self.responses.get(name),
+            )
+            for name, p in policies.items()
+        }
         self._cache = (key, policies)
         return policies
 

@@ -162,6 +162,8 @@ class _AppBase:
         bulkhead: int | None,
         degrade: Mapping[str, Mapping[str, Any]] | None,
         fallbacks: Mapping[str, FallbackFunc] | None,
+        cluster_options: Mapping[str, Any] | None,
+        retry_budget: bool,
     ) -> tuple[Any, Directory, Subscription]:
         """Build a reference (sync or asyncio class) and subscribe it to discovery."""
         definition = read_stub(stub, service)
@@ -186,7 +188,13 @@ class _AppBase:
             degrade=degrade,
             fallbacks=fallbacks,
         )
-        policies = PolicyBuilder(definition, options, governance)
+        policies = PolicyBuilder(
+            definition,
+            options,
+            governance,
+            cluster_options=cluster_options,
+            retry_budget=retry_budget,
+        )
         disc = self._discovery(discovery, options.discovery)
         ref = ref_class(definition)
         ref._observer = self.observer
@@ -238,7 +246,7 @@ class App(_AppBase):
         )
         self._server: Any = None
         self._health: Any = None
-        self._references: list[tuple[Directory, Subscription]] = []
+        self._references: list[tuple[Directory, Subscription, Any]] = []
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
@@ -389,6 +397,8 @@ class App(_AppBase):
         bulkhead: int | None = None,
         degrade: Mapping[str, Mapping[str, Any]] | None = None,
         fallbacks: Mapping[str, FallbackFunc] | None = None,
+        cluster_options: Mapping[str, Any] | None = None,
+        retry_budget: bool = True,
     ) -> T:
         """A typed reference to ``service`` through the consumer pipeline.
 
@@ -419,9 +429,11 @@ class App(_AppBase):
             bulkhead=bulkhead,
             degrade=degrade,
             fallbacks=fallbacks,
+            cluster_options=cluster_options,
+            retry_budget=retry_budget,
         )
         with self._lock:
-            self._references.append((directory, subscription))
+            self._references.append((directory, subscription, ref))
         if self.registry_url is not None:
             try:
                 self.registry.register_consumer(ref.service, self._consumer_info())
@@ -432,8 +444,9 @@ class App(_AppBase):
     def _close_consumers(self) -> None:
         with self._lock:
             refs, self._references = self._references, []
-        for directory, subscription in refs:
+        for directory, subscription, ref in refs:
             subscription.cancel()
             directory.close()
+            ref._shutdown()
         self._discoveries.close()
         self._pool.close()

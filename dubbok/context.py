@@ -11,7 +11,7 @@ import contextvars
 
 from .invocation import Deadline
 
-__all__ = ["current_deadline", "incoming_deadline"]
+__all__ = ["current_deadline", "incoming_deadline", "serving_retry"]
 
 incoming_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "dubbok_incoming_deadline", default=None
@@ -21,3 +21,10 @@ incoming_deadline: contextvars.ContextVar[Deadline | None] = contextvars.Context
 def current_deadline() -> Deadline | None:
     """The deadline of the call being handled on this thread or task, if any."""
     return incoming_deadline.get()
+
+
+# True while handling a call that a dubbok consumer sent as a retry (x-dubbok-attempt > 1):
+# calls made from that handler are not retried again, so retries do not multiply per hop.
+serving_retry: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dubbok_serving_retry", default=False
+)

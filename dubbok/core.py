@@ -20,8 +20,9 @@ here blocks, sleeps or takes a lock; the clock is injected for tests.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,9 @@ import grpc
 
 from .balancer import Balancer, Picker
 from .cluster import ClusterPolicy
-from .context import incoming_deadline
+from .cluster.budget import RetryBudget
+from .cluster.latency import LatencyTracker
+from .context import incoming_deadline, serving_retry
 from .degrade import DegradeMode, DegradeRule, FallbackFunc
 from .endpoint import Endpoint
 from .errors import (
@@ -49,8 +52,13 @@ if TYPE_CHECKING:  # the breaker and limit packages load when a reference first 
 
 __all__ = ["CallPlan", "MethodPolicy", "Route"]
 
+log = logging.getLogger("dubbok.cluster")
+
 # An attempt is not started with less time than this left: it could only time out.
 MIN_ATTEMPT_SECONDS = 0.001
+# When a deadline is split across attempts, no attempt gets less than this share of it.
+MIN_SPLIT_SHARE = 0.2
+ATTEMPT_HEADER = "x-dubbok-attempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,9 @@ class MethodPolicy:
     actives: ConcurrencyLimiter | None = None
     degrade: DegradeRule | None = None
     fallback: FallbackFunc | None = None
+    budget: RetryBudget | None = None
+    latency: LatencyTracker | None = None
+    response: Callable[[], object] | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -115,7 +126,7 @@ class Recovery:
     """How a failed or refused call is answered instead: a mock value, a mock status, or a
     fallback function for the driver to call (and await, in ``dubbok.aio``)."""
 
-    __slots__ = ("error", "function", "reason", "rule")
+    __slots__ = ("default", "error", "function", "reason", "requeue", "rule")
 
     def __init__(
         self,
@@ -123,14 +134,20 @@ class Recovery:
         error: BaseException | None,
         rule: DegradeRule | None = None,
         function: FallbackFunc | None = None,
+        default: Callable[[], object] | None = None,
+        requeue: bool = False,
     ) -> None:
         self.reason = reason
         self.error = error
         self.rule = rule
         self.function = function
+        self.default = default
+        self.requeue = requeue
 
     def value(self) -> object:
         """The mock answer; raises the rule's status as an :class:`RpcError` for ``throw``."""
+        if self.default is not None:
+            return self.default()
         rule = self.rule
         assert rule is not None
         if rule.status is not None:
@@ -161,6 +178,7 @@ class CallPlan:
         "_clock",
         "_started",
         "attempts",
+        "budget_refused",
         "deadline",
         "invocation",
         "policy",
@@ -194,6 +212,9 @@ class CallPlan:
         self.tried: list[str] = []
         self.attempts: list[AttemptRecord] = []
         self._admitted = 0  # bit 1: bulkhead held, 2: actives held, 4: breaker allowed
+        self.budget_refused = False
+        if policy.budget is not None:
+            policy.budget.deposit()
 
     def admit(self) -> Recovery | None:
         """Checks before any attempt. Returns a forced degrade, raises when refused."""
@@ -245,6 +266,13 @@ class CallPlan:
             timeout = self.deadline.at - now
             if timeout < MIN_ATTEMPT_SECONDS:
                 raise self._deadline_error()
+            policy = self.policy
+            left = policy.max_attempts - len(self.attempts)
+            if policy.idempotent and left > 1 and not policy.cluster.fanout:
+                # A timed-out idempotent attempt is retried: leave the later attempts time.
+                share = timeout / left
+                floor = MIN_SPLIT_SHARE * (self.deadline.at - self._started)
+                timeout = max(share, min(timeout, floor))
         endpoint = self.route.picker.pick(self.invocation, self.tried)
         detector = self.route.detector
         if (
@@ -283,7 +311,26 @@ class CallPlan:
             return False
         if not self.policy.cluster.retry(verdict, self.policy.idempotent):
             return False
-        return not (self.deadline is not None and now >= self.deadline.at)
+        if self.deadline is not None and now >= self.deadline.at:
+            return False
+        if serving_retry.get():
+            # Our caller is itself retrying: retrying here too would multiply the load.
+            return False
+        return self.may_spend()
+
+    def may_spend(self) -> bool:
+        """Take a retry/hedge token from the budget (no budget: always)."""
+        budget = self.policy.budget
+        if budget is None or budget.try_withdraw():
+            return True
+        self.budget_refused = True
+        return False
+
+    def metadata(self, metadata: Metadata) -> Metadata:
+        """What to send with the next attempt: retries say so (``x-dubbok-attempt``)."""
+        if len(self.tried) <= 1:
+            return metadata
+        return (*metadata, (ATTEMPT_HEADER, str(len(self.tried))))
 
     def succeeded(self, endpoint: Endpoint) -> None:
         detector = self.route.detector
@@ -307,6 +354,20 @@ class CallPlan:
         if not counts_as_failure(_verdict_of(error)):
             return None
         policy = self.policy
+        if policy.cluster.swallow and policy.response is not None:
+            log.warning(
+                "%s/%s failed (%s); %s returns the default response",
+                policy.service,
+                policy.method,
+                error,
+                policy.cluster.name,
+            )
+            return Recovery(
+                f"{policy.cluster.name} on {policy.method}: {_brief(error)}",
+                error,
+                default=policy.response,
+                requeue=policy.cluster.requeue,
+            )
         rule = policy.degrade
         if rule is not None and rule.mode is DegradeMode.FAIL:
             return Recovery(
@@ -338,6 +399,10 @@ class CallPlan:
         hint = ""
         if code is grpc.StatusCode.UNAVAILABLE:
             hint = "check that the providers are up and reachable from this host"
+        if self.budget_refused:
+            hint = (hint + "; " if hint else "") + (
+                "no retry was made: the retry budget of the service is spent"
+            )
         return RpcError(
             self.policy.service, self.policy.method, code, details, self.attempts, hint=hint
         )

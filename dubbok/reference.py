@@ -9,12 +9,15 @@ blocks on grpc.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
+from ._fanout import Failback, run_fanout
+from .cluster import FailoverPolicy
 from .core import CallPlan, Recovery, Route
 from .degrade import DegradedCall
 from .errors import DubbokError, RpcError
@@ -28,6 +31,7 @@ __all__ = ["Reference", "ResponseStream"]
 
 _monotonic = time.monotonic
 _OK = grpc.StatusCode.OK
+_RESEND = FailoverPolicy()
 
 
 def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcError) -> RpcError:
@@ -162,6 +166,7 @@ class Reference:
         self._governance: Governance | None = None
         # Asks discovery to look again when every endpoint fails (DNS re-resolves at once).
         self._refresh: Callable[[], None] | None = None
+        self._failback: Failback | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             kind = _UnaryUnary if info.kind is MethodKind.UNARY_UNARY else _Streaming
@@ -181,6 +186,33 @@ class Reference:
     def _publish(self, route: Route) -> None:
         self._route = route
 
+    def _failback_for(self, recovery: Recovery) -> Failback:
+        failback = self._failback
+        if failback is None:
+            route = self._route
+            assert route is not None
+            cluster: Any = next(iter(route.policies.values())).cluster
+            failback = self._failback = Failback(
+                self._resend,
+                queue_size=cluster.queue_size,
+                retries=cluster.retries,
+                interval=cluster.interval,
+                name=self.service,
+            )
+        return failback
+
+    def _resend(self, info: Any, request: Any, metadata: Metadata | None) -> None:
+        """One background retry of a failback call: a plain failover call, no degrade."""
+        route = self._route
+        assert route is not None
+        policy = dataclasses.replace(route.policies[info.name], cluster=_RESEND)
+        plan = CallPlan(route, policy, request, metadata or (), None)
+        self._attempts(plan, info, request, metadata, None, None, None, False, None)
+
+    def _shutdown(self) -> None:
+        if self._failback is not None:
+            self._failback.close()
+
     def _unary(
         self,
         info: MethodInfo,
@@ -199,7 +231,21 @@ class Reference:
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         try:
             forced = plan.admit()
-            if forced is None:
+            if forced is None and plan.policy.cluster.fanout:
+                result = run_fanout(
+                    plan,
+                    info,
+                    request,
+                    metadata,
+                    {
+                        "credentials": credentials,
+                        "wait_for_ready": wait_for_ready,
+                        "compression": compression,
+                    },
+                    with_call,
+                    obs,
+                )
+            elif forced is None:
                 result = self._attempts(
                     plan,
                     info,
@@ -220,19 +266,25 @@ class Reference:
                 if obs is not None:
                     obs.done(error.code, error.message)
                 raise
-            return self._recovered(recovery, request, obs, with_call)
+            return self._recovered(recovery, request, obs, with_call, info, metadata)
         except BaseException as error:
             plan.finish(error)
             raise
         if forced is not None:
-            return self._recovered(forced, request, obs, with_call)
+            return self._recovered(forced, request, obs, with_call, info, metadata)
         plan.finish(None)
         if obs is not None:
             obs.done(_OK, "")
         return result
 
     def _recovered(
-        self, recovery: Recovery, request: Any, obs: CallObservation | None, with_call: bool
+        self,
+        recovery: Recovery,
+        request: Any,
+        obs: CallObservation | None,
+        with_call: bool,
+        info: MethodInfo | None = None,
+        metadata: Metadata | None = None,
     ) -> Any:
         """Answer with a mock value or a fallback; the reply says it was degraded."""
         if obs is not None:
@@ -244,6 +296,8 @@ class Reference:
 
             else:
                 value = recovery.value()
+                if recovery.requeue:
+                    self._failback_for(recovery).submit(info, request, metadata)
         except DubbokError as err:
             if obs is not None:
                 obs.done(err.code, err.message)
@@ -275,9 +329,9 @@ class Reference:
             endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
-            md = metadata
+            md = metadata if len(plan.tried) == 1 else plan.metadata(metadata or ())
             if obs is not None:
-                md = obs.attempt(endpoint, len(plan.attempts) + 1, metadata or ())
+                md = obs.attempt(endpoint, len(plan.tried), md or ())
             conn.active += 1
             if track:
                 balancer.started(endpoint)
@@ -327,6 +381,8 @@ class Reference:
                 plan.succeeded(endpoint)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                if plan.policy.latency is not None:
+                    plan.policy.latency.record(_monotonic() - started)
                 if obs is not None:
                     obs.attempt_done(_OK, "")
                 return result

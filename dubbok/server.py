@@ -19,7 +19,8 @@ from typing import Any
 
 import grpc
 
-from .context import incoming_deadline
+from .context import incoming_deadline, serving_retry
+from .core import ATTEMPT_HEADER
 from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
@@ -34,6 +35,9 @@ __all__ = ["DEFAULT_SERVER_OPTIONS", "ExportedService", "export", "listen"]
 # splitting traffic; a port conflict must be an error.
 DEFAULT_SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
 
+
+# grpc reports "no deadline" as about 9.2e18 seconds remaining.
+NO_DEADLINE = 1e9
 
 # Consumers recognise a refusal by a provider limit by this prefix: the handler never ran,
 # so the call may be retried on another endpoint even when it is not idempotent.
@@ -66,7 +70,7 @@ class ExportedService:
 
 def _remaining(context: Any) -> Deadline | None:
     left = context.time_remaining()
-    if left is None:
+    if left is None or left > NO_DEADLINE:
         return None
     return Deadline(time.monotonic() + left)
 
@@ -80,6 +84,11 @@ def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCod
     if error is None:
         return grpc.StatusCode.OK, ""
     return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
+
+
+def is_retry(context: Any) -> bool:
+    """Was this call sent by a dubbok consumer as a retry or hedge (``x-dubbok-attempt``)?"""
+    return any(key == ATTEMPT_HEADER for key, _ in context.invocation_metadata() or ())
 
 
 def admit(guard: MethodGuard, context: Any) -> Admission:
@@ -108,6 +117,7 @@ def _wrap_unary_response(
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
+        retry = serving_retry.set(True) if is_retry(context) else None
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -125,6 +135,8 @@ def _wrap_unary_response(
             return reply
         finally:
             incoming_deadline.reset(token)
+            if retry is not None:
+                serving_retry.reset(retry)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 
@@ -141,6 +153,7 @@ def _wrap_stream_response(
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
         token = incoming_deadline.set(_remaining(context))
+        retry = serving_retry.set(True) if is_retry(context) else None
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -157,6 +170,8 @@ def _wrap_stream_response(
                 obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
+            if retry is not None:
+                serving_retry.reset(retry)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 

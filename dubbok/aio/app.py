@@ -87,7 +87,7 @@ class App(_AppBase):
         )
         self._server: Any = None
         self._health: Any = None
-        self._references: list[tuple[Directory, Subscription]] = []
+        self._references: list[tuple[Directory, Subscription, Any]] = []
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -218,6 +218,8 @@ class App(_AppBase):
         bulkhead: int | None = None,
         degrade: Mapping[str, Mapping[str, Any]] | None = None,
         fallbacks: Mapping[str, FallbackFunc] | None = None,
+        cluster_options: Mapping[str, Any] | None = None,
+        retry_budget: bool = True,
     ) -> T:
         """A typed asyncio reference; each method is awaitable (streams: async iterators).
 
@@ -245,8 +247,10 @@ class App(_AppBase):
             bulkhead=bulkhead,
             degrade=degrade,
             fallbacks=fallbacks,
+            cluster_options=cluster_options,
+            retry_budget=retry_budget,
         )
-        self._references.append((directory, subscription))
+        self._references.append((directory, subscription, ref))
         if self.registry_url is not None:
             info = self._consumer_info()
             registry = self.registry
@@ -263,8 +267,9 @@ class App(_AppBase):
 
     async def _close_consumers(self) -> None:
         refs, self._references = self._references, []
-        for directory, subscription in refs:
+        for directory, subscription, ref in refs:
             subscription.cancel()
             directory.close()
+            await ref._ashutdown()
         await asyncio.to_thread(self._discoveries.close)
         await self._pool.aclose()

@@ -5,6 +5,7 @@ Same :class:`~dubbok.core.CallPlan`, same decisions; only here the attempt is aw
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from ..cluster import FailoverPolicy
 from ..core import CallPlan, Recovery, Route
 from ..errors import DubbokError
 from ..governance import Governance
@@ -20,11 +22,13 @@ from ..observe import CallObservation, Observer
 from ..outcome import Verdict, classify
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
+from ._fanout import AsyncFailback, run_fanout_async
 
 __all__ = ["AsyncReference", "AsyncResponseStream"]
 
 _monotonic = time.monotonic
 _OK = grpc.StatusCode.OK
+_RESEND = FailoverPolicy()
 
 
 class AsyncResponseStream:
@@ -171,6 +175,7 @@ class AsyncReference:
         self._governance: Governance | None = None
         # Asks discovery to look again when every endpoint fails (DNS re-resolves at once).
         self._refresh: Callable[[], None] | None = None
+        self._failback: AsyncFailback | None = None
         self._names = ("", "")  # (loadbalance, cluster) for observers
         for name, info in definition.methods.items():
             setattr(self, name, _KINDS[info.kind](self, info))
@@ -187,6 +192,33 @@ class AsyncReference:
 
     def _publish(self, route: Route) -> None:
         self._route = route
+
+    def _failback_for(self) -> AsyncFailback:
+        failback = self._failback
+        if failback is None:
+            route = self._route
+            assert route is not None
+            cluster: Any = next(iter(route.policies.values())).cluster
+            failback = self._failback = AsyncFailback(
+                self._resend,
+                queue_size=cluster.queue_size,
+                retries=cluster.retries,
+                interval=cluster.interval,
+                name=self.service,
+            )
+        return failback
+
+    async def _resend(self, info: Any, request: Any, metadata: Metadata | None) -> None:
+        """One background retry of a failback call: a plain failover call, no degrade."""
+        route = self._route
+        assert route is not None
+        policy = dataclasses.replace(route.policies[info.name], cluster=_RESEND)
+        plan = CallPlan(route, policy, request, metadata or (), None)
+        await self._attempts(plan, info, request, metadata, None, None, None, None)
+
+    async def _ashutdown(self) -> None:
+        if self._failback is not None:
+            await self._failback.aclose()
 
     async def _unary(
         self,
@@ -205,7 +237,20 @@ class AsyncReference:
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         try:
             forced = plan.admit()
-            if forced is None:
+            if forced is None and plan.policy.cluster.fanout:
+                result = await run_fanout_async(
+                    plan,
+                    info,
+                    request,
+                    metadata,
+                    {
+                        "credentials": credentials,
+                        "wait_for_ready": wait_for_ready,
+                        "compression": compression,
+                    },
+                    obs,
+                )
+            elif forced is None:
                 result = await self._attempts(
                     plan, info, request, metadata, credentials, wait_for_ready, compression, obs
                 )
@@ -218,19 +263,24 @@ class AsyncReference:
                 if obs is not None:
                     obs.done(error.code, error.message)
                 raise
-            return await self._recovered(recovery, request, obs)
+            return await self._recovered(recovery, request, obs, info, metadata)
         except BaseException as error:
             plan.finish(error)
             raise
         if forced is not None:
-            return await self._recovered(forced, request, obs)
+            return await self._recovered(forced, request, obs, info, metadata)
         plan.finish(None)
         if obs is not None:
             obs.done(_OK, "")
         return result
 
     async def _recovered(
-        self, recovery: Recovery, request: Any, obs: CallObservation | None
+        self,
+        recovery: Recovery,
+        request: Any,
+        obs: CallObservation | None,
+        info: MethodInfo | None = None,
+        metadata: Metadata | None = None,
     ) -> Any:
         """Answer with a mock value or a fallback; the reply says it was degraded."""
         if obs is not None:
@@ -243,6 +293,8 @@ class AsyncReference:
                     value = await value
             else:
                 value = recovery.value()
+                if recovery.requeue:
+                    self._failback_for().submit(info, request, metadata)
         except DubbokError as err:
             if obs is not None:
                 obs.done(err.code, err.message)
@@ -272,9 +324,9 @@ class AsyncReference:
             endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
-            md = metadata
+            md = metadata if len(plan.tried) == 1 else plan.metadata(metadata or ())
             if obs is not None:
-                md = obs.attempt(endpoint, len(plan.attempts) + 1, metadata or ())
+                md = obs.attempt(endpoint, len(plan.tried), md or ())
             conn.active += 1
             if track:
                 balancer.started(endpoint)
@@ -314,6 +366,8 @@ class AsyncReference:
                 plan.succeeded(endpoint)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
+                if plan.policy.latency is not None:
+                    plan.policy.latency.record(_monotonic() - started)
                 if obs is not None:
                     obs.attempt_done(_OK, "")
                 return result

@@ -11,16 +11,18 @@ from typing import Any
 
 import grpc
 
-from ..context import incoming_deadline
+from ..context import incoming_deadline, serving_retry
 from ..invocation import Deadline
 from ..limit import Admission, LimitPolicy, MethodGuard
 from ..observe import Observer
 from ..server import (
     DEFAULT_SERVER_OPTIONS,
+    NO_DEADLINE,
     REJECTED_PREFIX,
     ExportedService,
     dropped,
     export,
+    is_retry,
     status_of,
 )
 
@@ -29,7 +31,7 @@ __all__ = ["export_async", "new_async_server"]
 
 def _remaining(context: Any) -> Deadline | None:
     left = context.time_remaining()
-    if left is None:
+    if left is None or left > NO_DEADLINE:
         return None
     return Deadline(time.monotonic() + left)
 
@@ -53,6 +55,7 @@ def _wrap_unary_response(
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
         token = incoming_deadline.set(_remaining(context))
+        retry = serving_retry.set(True) if is_retry(context) else None
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -70,6 +73,8 @@ def _wrap_unary_response(
             return reply
         finally:
             incoming_deadline.reset(token)
+            if retry is not None:
+                serving_retry.reset(retry)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 
@@ -86,6 +91,7 @@ def _wrap_stream_response(
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         token = incoming_deadline.set(_remaining(context))
+        retry = serving_retry.set(True) if is_retry(context) else None
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -111,6 +117,8 @@ def _wrap_stream_response(
                 obs.done(*status_of(context, None))
         finally:
             incoming_deadline.reset(token)
+            if retry is not None:
+                serving_retry.reset(retry)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 

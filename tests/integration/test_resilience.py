@@ -278,7 +278,7 @@ def test_provider_max_concurrency_is_exact_and_consumers_retry_elsewhere() -> No
 def test_provider_qps_limit_within_ten_percent() -> None:
     qps, seconds = 100, 2.0
     with (
-        serve_provider(EchoServicer("p"), limits={"Echo": {"qps": qps, "burst": 1}}) as provider,
+        serve_provider(EchoServicer("p"), limits={"Echo": {"qps": qps}}) as provider,
         dubbok.App("c") as app,
     ):
         echo = app.reference(

@@ -1,0 +1,176 @@
+"""The asyncio driver of fan-out strategies and failback (twin of :mod:`dubbok._fanout`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from ..cluster.fanout import Action, FanOut
+from ..core import CallPlan
+from ..endpoint import Endpoint
+from ..invocation import Metadata
+from ..observe import CallObservation
+
+__all__ = ["AsyncFailback", "run_fanout_async"]
+
+log = logging.getLogger("dubbok.cluster")
+
+_OK = grpc.StatusCode.OK
+
+
+async def run_fanout_async(
+    plan: CallPlan,
+    info: Any,
+    request: Any,
+    metadata: Metadata | None,
+    call_options: dict[str, Any],
+    obs: CallObservation | None,
+) -> Any:
+    """Drive one fan-out call to its end; returns the winning result or raises."""
+    fan = FanOut(plan, plan.policy.cluster)
+    route = plan.route
+    in_flight: dict[asyncio.Future[Any], tuple[Endpoint, Any, Any, float]] = {}
+
+    def launch(launches: list[tuple[Endpoint, float | None]]) -> None:
+        for endpoint, timeout in launches:
+            conn: Any = route.connections[endpoint.address]
+            md = metadata
+            if fan.kind == "hedging":
+                md = plan.metadata(metadata or ())
+            if obs is not None:
+                md = obs.attempt(endpoint, len(plan.tried), md or ())
+                if len(plan.tried) > 1:
+                    obs.event(
+                        fan.kind,
+                        {"dubbok.attempt": len(plan.tried), "server.address": endpoint.host},
+                    )
+            conn.active += 1
+            call = conn.multicallable(info)(request, timeout=timeout, metadata=md, **call_options)
+            in_flight[asyncio.ensure_future(call)] = (endpoint, conn, call, time.monotonic())
+
+    launch(fan.initial())
+    try:
+        while True:
+            wake = fan.wake_at()
+            wait = None if wake is None else max(0.0, wake - time.monotonic())
+            if not in_flight:
+                await asyncio.sleep(wait or 0.0)
+                launch(fan.on_timer())
+                if not in_flight:
+                    raise fan.error()
+                continue
+            done, _ = await asyncio.wait(
+                in_flight.keys(), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                launch(fan.on_timer())
+                continue
+            action = Action.WAIT
+            for task in done:
+                endpoint, conn, _call, started = in_flight.pop(task)
+                conn.done()
+                if task.cancelled():
+                    action = fan.failed(endpoint, grpc.StatusCode.CANCELLED, "cancelled")
+                    continue
+                exc = task.exception()
+                if isinstance(exc, grpc.RpcError):
+                    if obs is not None:
+                        obs.attempt_done(exc.code(), exc.details() or "")
+                    action = fan.failed(endpoint, exc.code(), exc.details())
+                    if action is Action.FAIL:
+                        raise fan.error() from exc
+                elif exc is not None:
+                    raise exc
+                else:
+                    if obs is not None:
+                        obs.attempt_done(_OK, "")
+                    if plan.policy.latency is not None:
+                        plan.policy.latency.record(time.monotonic() - started)
+                    action = fan.succeeded(endpoint, task.result())
+                    if action is Action.DONE:
+                        if obs is not None and len(plan.tried) > 1 and fan.kind == "hedging":
+                            obs.event("hedge_won", {"server.address": endpoint.host})
+                        return task.result()
+            if action is Action.FAIL:
+                raise fan.error()
+            launch(fan.pending())
+    finally:
+        for _endpoint, conn, call, _started in in_flight.values():
+            call.cancel()
+            conn.done()
+
+
+class AsyncFailback:
+    """Bounded background retries of failed fire-and-forget calls, on the loop.
+
+    ``queue_size`` bounds the calls waiting or being retried; ``dropped`` and ``delivered``
+    count as in :class:`dubbok._fanout.Failback`.
+    """
+
+    def __init__(
+        self,
+        resend: Callable[[Any, Any, Metadata | None], Awaitable[None]],
+        *,
+        queue_size: int,
+        retries: int,
+        interval: float,
+        name: str,
+    ) -> None:
+        self._resend = resend
+        self._retries = retries
+        self._interval = interval
+        self._name = name
+        self._size = queue_size
+        self._outstanding = 0
+        self._queue: asyncio.Queue[tuple[float, int, Any, Any, Metadata | None]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.delivered = 0
+
+    def submit(self, info: Any, request: Any, metadata: Metadata | None) -> None:
+        if self._outstanding >= self._size:
+            self.dropped += 1
+            log.warning(
+                "%s: failback queue full; call dropped (%d so far)", self._name, self.dropped
+            )
+            return
+        self._outstanding += 1
+        self._queue.put_nowait((time.monotonic() + self._interval, 1, info, request, metadata))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def pending(self) -> int:
+        return self._outstanding
+
+    async def _run(self) -> None:
+        while True:
+            due, attempt, info, request, metadata = await self._queue.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            try:
+                await self._resend(info, request, metadata)
+            except Exception as exc:
+                if attempt >= self._retries:
+                    self.dropped += 1
+                    self._outstanding -= 1
+                    log.warning(
+                        "%s: failback gave up after %d retries: %s", self._name, attempt, exc
+                    )
+                else:
+                    item = (time.monotonic() + self._interval, attempt + 1, info, request, metadata)
+                    self._queue.put_nowait(item)
+            else:
+                self.delivered += 1
+                self._outstanding -= 1
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
