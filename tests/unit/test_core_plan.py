@@ -90,14 +90,20 @@ def test_retries_are_bounded() -> None:
 
 def test_attempt_timeout_is_what_is_left_of_the_deadline() -> None:
     clock = FakeClock()
-    plan = CallPlan(route(), policy(timeout=1.0, idempotent=True), None, (), None, clock)
+    plan = CallPlan(route(), policy(timeout=1.0), None, (), None, clock)
     _, first = plan.next()
-    assert first == pytest.approx(1.0)
+    assert first == pytest.approx(1.0)  # not idempotent: a timeout is final, so all of it
+
+
+def test_idempotent_attempts_split_the_deadline_with_a_floor() -> None:
+    clock = FakeClock()
+    plan = CallPlan(route(), policy(timeout=1.0, idempotent=True), None, (), None, clock)
+    ep, first = plan.next()
+    assert first == pytest.approx(1 / 3)  # three attempts share the budget
     clock.now += 0.7
-    ep = EPS[0]
-    assert plan.failed(ep, S.UNAVAILABLE, "x")
+    assert plan.failed(ep, S.DEADLINE_EXCEEDED, "")
     _, second = plan.next()
-    assert second == pytest.approx(0.3)
+    assert second == pytest.approx(0.2)  # half of 0.3 is under the floor of 20 % of 1 s
 
 
 def test_no_attempt_after_the_deadline() -> None:
