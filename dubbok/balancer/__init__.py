@@ -5,9 +5,28 @@ Balancing happens in two steps (as Kitex does): when the endpoint set changes, a
 for one endpoint, in O(1) or O(log n) and without locks. Balancers that weigh load
 (``leastactive``, ``p2c``) also hear when an attempt starts and finishes.
 
-Built-in names: see :data:`BUILTIN`. To add one, expose a class (or any callable taking the
-keyword options and returning a :class:`Balancer`) under the ``dubbok.balancer`` entry-point
-group; ``loadbalance="yourname"`` then finds it.
+Built-in names (:data:`BUILTIN`; ``docs/load-balancing.md`` has when to use which):
+
+==================  ===========================================================  ==========
+name                strategy                                                     pick cost
+==================  ===========================================================  ==========
+``random``          weighted random (Dubbo's default)                            O(log n)
+``roundrobin``      smooth weighted round robin (nginx), precomputed cycle       O(1)
+``leastactive``     fewest calls in flight; exact up to 8 endpoints, then the    O(log n)
+                    least busy of two weighted draws
+``consistenthash``  hash ring, 160 virtual nodes per endpoint, key from a        O(log n)
+                    header, a request field or the whole request
+``p2c``             power of two choices on peak-EWMA latency x (in flight + 1)  O(log n)
+==================  ===========================================================  ==========
+
+Every built-in takes keyword options only: ``rng``, ``clock`` and ``warmup`` (see
+:mod:`dubbok.balancer.options`) plus its own; a bad value or an unknown option raises
+:class:`~dubbok.errors.ConfigurationError`. An empty endpoint set builds a picker that
+returns ``None``; weight-0 endpoints are drained (never picked) unless every weight is 0.
+
+To add one, expose a class (or any callable taking the keyword options and returning a
+:class:`Balancer`) under the ``dubbok.balancer`` entry-point group; ``loadbalance="yourname"``
+then finds it.
 """
 
 from __future__ import annotations
@@ -54,8 +73,11 @@ class Balancer(Protocol):
 BalancerFactory = Callable[..., Balancer]
 
 BUILTIN: dict[str, str] = {
-    "roundrobin": "dubbok.balancer.roundrobin:RoundRobinBalancer",
     "random": "dubbok.balancer.random:RandomBalancer",
+    "roundrobin": "dubbok.balancer.roundrobin:RoundRobinBalancer",
+    "leastactive": "dubbok.balancer.leastactive:LeastActiveBalancer",
+    "consistenthash": "dubbok.balancer.consistenthash:ConsistentHashBalancer",
+    "p2c": "dubbok.balancer.p2c:P2CBalancer",
 }
 
 
