@@ -40,6 +40,7 @@ def run_fanout(
 ) -> Any:
     """Drive one fan-out call to its end; returns the winning result or raises."""
     fan = FanOut(plan, plan.policy.cluster)
+    metadata = plan.outgoing or metadata
     route = plan.route
     done: queue.SimpleQueue[tuple[Endpoint, Any, float]] = queue.SimpleQueue()
     in_flight: dict[str, tuple[Any, Any]] = {}

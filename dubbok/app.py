@@ -35,8 +35,11 @@ from .errors import ConfigurationError, DubbokError
 from .governance import Governance, breaker_policy
 from .limit import LimitPolicy
 from .observe import Observer, default_observer
+from .options import ReferenceOptions
 from .reference import Reference
 from .registry import ConsumerInfo, Registry, RegistryOptions, create_registry
+from .routing import ConditionRouter, ConditionRule, Router, TagRouter, VersionRouter
+from .routing.rules import parse_rules
 from .server import ExportedService, export, listen, new_server
 from .service import MethodOptions
 from .stub import ServiceDefinition, read_stub
@@ -164,6 +167,7 @@ class _AppBase:
         fallbacks: Mapping[str, FallbackFunc] | None,
         cluster_options: Mapping[str, Any] | None,
         retry_budget: bool,
+        routes: Sequence[Any] | None,
     ) -> tuple[Any, Directory, Subscription]:
         """Build a reference (sync or asyncio class) and subscribe it to discovery."""
         definition = read_stub(stub, service)
@@ -207,7 +211,7 @@ class _AppBase:
             acquire,
             release,
             ref._publish,
-            filter_version=not options.discovery.startswith("static://"),
+            routers=self._routers(options, routes),
             governance=governance,
         )
         governance.on_change = directory.rebuild
@@ -217,6 +221,20 @@ class _AppBase:
             listener.subscribed()
         ref._refresh = subscription.refresh
         return ref, directory, subscription
+
+    def _routers(self, options: ReferenceOptions, routes: Sequence[Any] | None) -> list[Router]:
+        """The router chain of a reference, in order: version/group, tag lanes, conditions.
+
+        A static list is a direct connection: version and group are not checked there.
+        """
+        routers: list[Router] = []
+        if not options.discovery.startswith("static://"):
+            routers.append(VersionRouter(version=options.version or "*", group=options.group))
+        routers.append(TagRouter())
+        rules = parse_rules(routes)
+        if rules:
+            routers.append(ConditionRouter(rules, app=self.name))
+        return routers
 
     def _discovery(self, given: str | Discovery | None, url: str) -> Discovery:
         """A user-supplied Discovery object as is; a URL through the per-App cache."""
@@ -399,6 +417,7 @@ class App(_AppBase):
         fallbacks: Mapping[str, FallbackFunc] | None = None,
         cluster_options: Mapping[str, Any] | None = None,
         retry_budget: bool = True,
+        routes: Sequence[Mapping[str, Any] | ConditionRule] | None = None,
     ) -> T:
         """A typed reference to ``service`` through the consumer pipeline.
 
@@ -431,6 +450,7 @@ class App(_AppBase):
             fallbacks=fallbacks,
             cluster_options=cluster_options,
             retry_budget=retry_budget,
+            routes=routes,
         )
         with self._lock:
             self._references.append((directory, subscription, ref))

@@ -45,10 +45,12 @@ from .errors import (
 )
 from .invocation import Clock, Deadline, Invocation, Metadata
 from .outcome import Verdict, classify, counts_as_failure
+from .routing.tag import TAG_HEADER, current_tag
 
 if TYPE_CHECKING:  # the breaker and limit packages load when a reference first needs them
     from .breaker import MethodBreaker, OutlierDetector
     from .limit import ConcurrencyLimiter
+    from .routing import RoutePlan
 
 __all__ = ["CallPlan", "MethodPolicy", "Route"]
 
@@ -106,6 +108,7 @@ class Route:
     origin: str = ""
     detector: OutlierDetector | None = None
     bulkhead: ConcurrencyLimiter | None = None
+    plan: RoutePlan | None = None
 
     def no_provider(self, method: str) -> NoProviderError:
         if not self.discovered:
@@ -176,11 +179,14 @@ class CallPlan:
     __slots__ = (
         "_admitted",
         "_clock",
+        "_picker",
         "_started",
         "attempts",
         "budget_refused",
+        "candidates",
         "deadline",
         "invocation",
+        "outgoing",
         "policy",
         "route",
         "tried",
@@ -209,8 +215,15 @@ class CallPlan:
         self.invocation = Invocation(
             policy.service, policy.method, request, metadata, deadline, policy.idempotent
         )
+        tag = current_tag()
+        if tag is not None and tag.value and not any(k == TAG_HEADER for k, _ in metadata):
+            # The caller's tag lane travels downstream with every call it makes.
+            metadata = (*metadata, (TAG_HEADER, tag.value))
+        self.outgoing = metadata
         self.tried: list[str] = []
         self.attempts: list[AttemptRecord] = []
+        self._picker: Picker | None = None
+        self.candidates = len(route.endpoints)
         self._admitted = 0  # bit 1: bulkhead held, 2: actives held, 4: breaker allowed
         self.budget_refused = False
         if policy.budget is not None:
@@ -273,7 +286,10 @@ class CallPlan:
                 share = timeout / left
                 floor = MIN_SPLIT_SHARE * (self.deadline.at - self._started)
                 timeout = max(share, min(timeout, floor))
-        endpoint = self.route.picker.pick(self.invocation, self.tried)
+        picker = self._picker
+        if picker is None:
+            picker = self._picker = self._select()
+        endpoint = picker.pick(self.invocation, self.tried)
         detector = self.route.detector
         if (
             endpoint is not None
@@ -288,11 +304,24 @@ class CallPlan:
         self.tried.append(endpoint.address)
         return endpoint, timeout
 
+    def _select(self) -> Picker:
+        """Route the call (once): the picker of the endpoints its routing leaves."""
+        route = self.route
+        if route.plan is None:
+            return route.picker
+        if not route.endpoints:
+            raise route.no_provider(self.policy.method)
+        candidates = route.plan.select(self.invocation)
+        self.candidates = len(candidates.endpoints)
+        return candidates.picker
+
     def _pick_allowed(self, first: str, detector: OutlierDetector, now: float) -> Endpoint | None:
         """Re-pick past ejected endpoints (rare: only while some endpoint is ejected)."""
         skipped = [first]
+        picker = self._picker
+        assert picker is not None
         for _ in range(len(self.route.endpoints)):
-            candidate = self.route.picker.pick(self.invocation, [*self.tried, *skipped])
+            candidate = picker.pick(self.invocation, [*self.tried, *skipped])
             if candidate is None or detector.allowed(candidate.address, now):
                 return candidate
             skipped.append(candidate.address)
@@ -381,8 +410,7 @@ class CallPlan:
 
     def all_failing(self) -> bool:
         """Did every known endpoint fail to connect? Then discovery should look again soon."""
-        endpoints = self.route.endpoints
-        if not endpoints or len(self.attempts) < len(endpoints):
+        if not self.candidates or len(self.attempts) < self.candidates:
             return False
         return all(
             classify(a.code, a.details) in (Verdict.NOT_SENT, Verdict.UNAVAILABLE)

@@ -8,7 +8,6 @@ swaps the new route in whole. Readers never lock.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,23 +18,24 @@ from .core import MethodPolicy, Route
 from .endpoint import Endpoint
 from .governance import Governance
 from .options import ReferenceOptions
+from .routing import RoutePlan, Router
 
 __all__ = ["Directory"]
 
 log = logging.getLogger("dubbok.directory")
 
+
+class _Unrouted:
+    """The picker slot of a route that has a plan: calls go through the plan."""
+
+    def pick(self, invocation: object, exclude: object = ()) -> None:
+        raise AssertionError("routes with a plan pick through plan.select()")
+
+
+_UNROUTED = _Unrouted()
+
 Acquire = Callable[[str], Any]
 Release = Callable[[Any], None]
-
-
-def _matches(ep: Endpoint, options: ReferenceOptions) -> bool:
-    if (
-        options.version
-        and options.version != "*"
-        and not fnmatch.fnmatchcase(ep.version, options.version)
-    ):
-        return False
-    return not (options.group != "*" and ep.group != options.group)
 
 
 class Directory:
@@ -50,7 +50,7 @@ class Directory:
         release: Release,
         publish: Callable[[Route], None],
         *,
-        filter_version: bool = True,
+        routers: Sequence[Router] = (),
         governance: Governance | None = None,
     ) -> None:
         self._options = options
@@ -59,7 +59,7 @@ class Directory:
         self._acquire = acquire
         self._release = release
         self._publish = publish
-        self._filter = filter_version
+        self._routers = tuple(routers)
         self._governance = governance
         self._routed: list[Endpoint] = []
         self._lock = threading.Lock()
@@ -74,7 +74,8 @@ class Directory:
         return Route(
             service=self._options.service,
             endpoints=tuple(endpoints),
-            picker=self._balancer.build(endpoints),
+            picker=_UNROUTED,
+            plan=RoutePlan(self._routers, endpoints, self._balancer.build),
             balancer=self._balancer,
             policies=self._policies(endpoints),
             connections=dict(self._connections),
@@ -96,11 +97,7 @@ class Directory:
             if self._closed or endpoints == self._endpoints:
                 return
             self._endpoints = endpoints
-            routed = (
-                [e for e in endpoints if _matches(e, self._options)]
-                if self._filter
-                else (list(endpoints))
-            )
+            routed = list(endpoints)
             wanted = {e.address for e in routed}
             for address in [a for a in self._connections if a not in wanted]:
                 self._release(self._connections.pop(address))

@@ -321,6 +321,7 @@ class Reference:
         obs: CallObservation | None,
     ) -> Any:
         """The cluster strategy's attempt loop; raises once the plan gives up."""
+        metadata = plan.outgoing or metadata
         route = plan.route
         balancer = route.balancer
         track = balancer.tracks_load
@@ -416,7 +417,7 @@ class Reference:
             call = mc(
                 request,
                 timeout=remaining,
-                metadata=metadata,
+                metadata=plan.outgoing or metadata,
                 credentials=credentials,
                 wait_for_ready=wait_for_ready,
                 compression=compression,

@@ -26,6 +26,7 @@ from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
 from .limit import AdaptiveLimitPolicy, Admission, LimitPolicy, MethodGuard, MethodLimits
 from .observe import Observer
+from .routing.tag import TAG_HEADER, enter_tag, leave_tag
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
 
@@ -86,9 +87,29 @@ def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCod
     return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
 
 
-def is_retry(context: Any) -> bool:
-    """Was this call sent by a dubbok consumer as a retry or hedge (``x-dubbok-attempt``)?"""
-    return any(key == ATTEMPT_HEADER for key, _ in context.invocation_metadata() or ())
+CallTokens = tuple[Any, Any, Any]
+
+
+def enter_call(context: Any) -> CallTokens:
+    """Make the incoming call's context current for its handler (and the calls it makes):
+    its deadline, whether it is a retry (``x-dubbok-attempt``), its tag lane
+    (``x-dubbok-tag``). One pass over the metadata."""
+    retry = tag = None
+    for key, value in context.invocation_metadata() or ():
+        if key == ATTEMPT_HEADER:
+            retry = serving_retry.set(True)
+        elif key == TAG_HEADER and isinstance(value, str):
+            tag = enter_tag(value)
+    return incoming_deadline.set(_remaining(context)), retry, tag
+
+
+def leave_call(tokens: CallTokens) -> None:
+    deadline, retry, tag = tokens
+    incoming_deadline.reset(deadline)
+    if retry is not None:
+        serving_retry.reset(retry)
+    if tag is not None:
+        leave_tag(tag)
 
 
 def admit(guard: MethodGuard, context: Any) -> Admission:
@@ -116,8 +137,7 @@ def _wrap_unary_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
-        token = incoming_deadline.set(_remaining(context))
-        retry = serving_retry.set(True) if is_retry(context) else None
+        tokens = enter_call(context)
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -134,9 +154,7 @@ def _wrap_unary_response(
                 obs.done(*status_of(context, None))
             return reply
         finally:
-            incoming_deadline.reset(token)
-            if retry is not None:
-                serving_retry.reset(retry)
+            leave_call(tokens)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 
@@ -152,8 +170,7 @@ def _wrap_stream_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
-        token = incoming_deadline.set(_remaining(context))
-        retry = serving_retry.set(True) if is_retry(context) else None
+        tokens = enter_call(context)
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -169,9 +186,7 @@ def _wrap_stream_response(
             if obs is not None:
                 obs.done(*status_of(context, None))
         finally:
-            incoming_deadline.reset(token)
-            if retry is not None:
-                serving_retry.reset(retry)
+            leave_call(tokens)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 

@@ -34,6 +34,7 @@ async def run_fanout_async(
 ) -> Any:
     """Drive one fan-out call to its end; returns the winning result or raises."""
     fan = FanOut(plan, plan.policy.cluster)
+    metadata = plan.outgoing or metadata
     route = plan.route
     in_flight: dict[asyncio.Future[Any], tuple[Endpoint, Any, Any, float]] = {}
 

@@ -27,6 +27,7 @@ from ..directory import Directory
 from ..discovery import Discovery, Subscription
 from ..endpoint import Endpoint
 from ..errors import ConfigurationError, DubbokError
+from ..routing import ConditionRule
 from ..server import ExportedService, listen
 from ..service import MethodOptions
 from .reference import AsyncReference
@@ -220,6 +221,7 @@ class App(_AppBase):
         fallbacks: Mapping[str, FallbackFunc] | None = None,
         cluster_options: Mapping[str, Any] | None = None,
         retry_budget: bool = True,
+        routes: Sequence[Mapping[str, Any] | ConditionRule] | None = None,
     ) -> T:
         """A typed asyncio reference; each method is awaitable (streams: async iterators).
 
@@ -249,6 +251,7 @@ class App(_AppBase):
             fallbacks=fallbacks,
             cluster_options=cluster_options,
             retry_budget=retry_budget,
+            routes=routes,
         )
         self._references.append((directory, subscription, ref))
         if self.registry_url is not None:

@@ -316,6 +316,7 @@ class AsyncReference:
         obs: CallObservation | None,
     ) -> Any:
         """The cluster strategy's attempt loop; raises once the plan gives up."""
+        metadata = plan.outgoing or metadata
         route = plan.route
         balancer = route.balancer
         track = balancer.tracks_load
@@ -402,7 +403,7 @@ class AsyncReference:
         call = mc(
             *args,
             timeout=remaining,
-            metadata=metadata,
+            metadata=plan.outgoing or metadata,
             credentials=credentials,
             wait_for_ready=wait_for_ready,
             compression=compression,

@@ -11,29 +11,20 @@ from typing import Any
 
 import grpc
 
-from ..context import incoming_deadline, serving_retry
-from ..invocation import Deadline
 from ..limit import Admission, LimitPolicy, MethodGuard
 from ..observe import Observer
 from ..server import (
     DEFAULT_SERVER_OPTIONS,
-    NO_DEADLINE,
     REJECTED_PREFIX,
     ExportedService,
     dropped,
+    enter_call,
     export,
-    is_retry,
+    leave_call,
     status_of,
 )
 
 __all__ = ["export_async", "new_async_server"]
-
-
-def _remaining(context: Any) -> Deadline | None:
-    left = context.time_remaining()
-    if left is None or left > NO_DEADLINE:
-        return None
-    return Deadline(time.monotonic() + left)
 
 
 async def _admit(guard: MethodGuard, context: Any) -> Admission:
@@ -54,8 +45,7 @@ def _wrap_unary_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
-        token = incoming_deadline.set(_remaining(context))
-        retry = serving_retry.set(True) if is_retry(context) else None
+        tokens = enter_call(context)
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -72,9 +62,7 @@ def _wrap_unary_response(
                 obs.done(*status_of(context, None))
             return reply
         finally:
-            incoming_deadline.reset(token)
-            if retry is not None:
-                serving_retry.reset(retry)
+            leave_call(tokens)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 
@@ -90,8 +78,7 @@ def _wrap_stream_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
-        token = incoming_deadline.set(_remaining(context))
-        retry = serving_retry.set(True) if is_retry(context) else None
+        tokens = enter_call(context)
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
@@ -116,9 +103,7 @@ def _wrap_stream_response(
             if obs is not None:
                 obs.done(*status_of(context, None))
         finally:
-            incoming_deadline.reset(token)
-            if retry is not None:
-                serving_retry.reset(retry)
+            leave_call(tokens)
             if admission is not None:
                 admission.release(time.monotonic() - started, dropped(context))
 

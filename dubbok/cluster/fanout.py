@@ -72,13 +72,19 @@ class FanOut:
     def initial(self) -> list[Launch]:
         """The attempts to start at once (raises if not even one can start)."""
         plan = self.plan
+        first = self._launch()
+        if first is None:
+            assert self._error is not None
+            raise self._error
+        # Routing happened in the first pick: the candidate count is now the routed one.
         if self.kind == "broadcast":
-            count = len(plan.route.endpoints)
+            count = plan.candidates
         elif self.kind == "forking":
-            count = min(getattr(self.policy, "forks", 2), len(plan.route.endpoints))
+            count = min(getattr(self.policy, "forks", 2), plan.candidates)
         else:
             count = 1
-        launches = [launch for launch in (self._launch() for _ in range(max(1, count))) if launch]
+        launches = [first]
+        launches += [launch for launch in (self._launch() for _ in range(count - 1)) if launch]
         if not launches:
             assert self._error is not None
             raise self._error

@@ -73,6 +73,15 @@ def use_tag(tag: str, *, force: bool = False) -> Iterator[RequestTag]:
         _current.reset(token)
 
 
+def enter_tag(value: str) -> contextvars.Token[RequestTag | None]:
+    """Make an incoming call's tag current (the provider side does this per handled call)."""
+    return _current.set(RequestTag(value.strip()))
+
+
+def leave_tag(token: contextvars.Token[RequestTag | None]) -> None:
+    _current.reset(token)
+
+
 def current_tag() -> RequestTag | None:
     """The tag :func:`use_tag` set in this context, if any."""
     return _current.get()
@@ -88,9 +97,7 @@ def request_tag(invocation: Invocation, header: str = TAG_HEADER) -> RequestTag 
 
 
 class _TagStep:
-    __slots__ = ("_by_tag", "_endpoints", "_force", "_header", "_key", "_untagged")
-
-    invariant = False
+    __slots__ = ("_by_tag", "_endpoints", "_force", "_header", "_key", "_untagged", "invariant")
 
     def __init__(self, router: TagRouter, endpoints: Sequence[Endpoint]) -> None:
         self._endpoints = tuple(endpoints)
@@ -107,6 +114,9 @@ class _TagStep:
                 untagged |= 1 << i
         self._by_tag = by_tag
         self._untagged = untagged
+        # No endpoint carries a lane: every call goes to all of them, so the step needs no
+        # per-call work (a call forced into a lane by use_tag(force=True) is not refused).
+        self.invariant = not by_tag and not self._force
 
     def select(self, invocation: Invocation | None, mask: int) -> int:
         # request_tag(), inlined: this runs on every call.
