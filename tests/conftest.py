@@ -9,6 +9,8 @@ import pytest
 
 from dubbok.testing import EchoServicer, Provider, serve_provider
 
+pytest_plugins = ["dubbok.testing.pytest_plugin"]  # the etcd_server fixture
+
 Providers = list[tuple[Provider, EchoServicer]]
 
 
