@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal, TypeVar, cast
 
@@ -55,6 +56,15 @@ T = TypeVar("T")
 DEFAULT_GRACE = 5.0
 
 
+def default_snapshot_dir() -> Path:
+    """Where registry snapshots go unless ``App(snapshot_dir=...)`` says otherwise:
+    ``$DUBBOK_SNAPSHOT_DIR``, else ``~/.cache/dubbok/snapshots``."""
+    configured = os.environ.get("DUBBOK_SNAPSHOT_DIR")
+    if configured:
+        return Path(configured)
+    return Path("~/.cache/dubbok/snapshots").expanduser()
+
+
 def advertised_host(bind_host: str, advertise: str | None) -> str:
     """The address consumers should dial: explicit, else ``POD_IP``, else the bind host."""
     if advertise:
@@ -89,6 +99,7 @@ class _AppBase:
         channel_credentials: grpc.ChannelCredentials | None = None,
         observer: Observer | Literal["default"] | None = "default",
         limits: LimitPolicy | Mapping[str, Any] | None = None,
+        snapshot_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
@@ -115,7 +126,12 @@ class _AppBase:
             if isinstance(limits, LimitPolicy) or limits is None
             else LimitPolicy.from_dict(limits)
         )
-        self._discoveries = DiscoveryCache(DiscoveryOptions(app=name))
+        self.snapshot_dir = (
+            Path(snapshot_dir) if snapshot_dir is not None else default_snapshot_dir()
+        )
+        self._discoveries = DiscoveryCache(
+            DiscoveryOptions(app=name, snapshot_dir=self.snapshot_dir)
+        )
         self._registry: Registry | None = None
         self._registry_lock = threading.Lock()
         self._exported: list[ExportedService] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,12 @@ from dubbok.testing import EchoServicer, Provider, serve_provider
 pytest_plugins = ["dubbok.testing.pytest_plugin"]  # the etcd_server fixture
 
 Providers = list[tuple[Provider, EchoServicer]]
+
+
+@pytest.fixture(autouse=True)
+def _snapshots_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry snapshots of test Apps go to the test's own directory, not ~/.cache."""
+    monkeypatch.setenv("DUBBOK_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
 
 
 @pytest.fixture
