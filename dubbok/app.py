@@ -184,6 +184,7 @@ class _AppBase:
         cluster_options: Mapping[str, Any] | None,
         retry_budget: bool,
         routes: Sequence[Any] | None,
+        balancer_options: Mapping[str, Any] | None,
     ) -> tuple[Any, Directory, Subscription]:
         """Build a reference (sync or asyncio class) and subscribe it to discovery."""
         definition = read_stub(stub, service)
@@ -199,7 +200,7 @@ class _AppBase:
             group=group,
             methods=methods,
         )
-        balancer = create_balancer(loadbalance)
+        balancer = create_balancer(loadbalance, **dict(balancer_options or {}))
         governance = Governance(
             definition,
             breaker=breaker_policy(breaker),
@@ -434,15 +435,23 @@ class App(_AppBase):
         cluster_options: Mapping[str, Any] | None = None,
         retry_budget: bool = True,
         routes: Sequence[Mapping[str, Any] | ConditionRule] | None = None,
+        balancer_options: Mapping[str, Any] | None = None,
     ) -> T:
         """A typed reference to ``service`` through the consumer pipeline.
 
         ``stub`` is the generated ``*Stub`` class; the result has the same methods, governed:
-        discovery → routing → balancing → cluster strategy → transport. ``breaker`` takes
-        the defaults (``True``), a ``BreakerPolicy`` or a rule section, or ``False`` to turn
-        both breaker levels off; ``actives`` caps calls in flight per method and
-        ``bulkhead`` per service; ``degrade`` sets mock rules and ``fallbacks`` fallback
-        functions per method (see ``docs/resilience.md``).
+        discovery → routing → balancing → cluster strategy → transport.
+
+        * ``discovery``: a URL (``static://``, ``dns:///``, ``dns+srv:///``, ``etcd://``) or a
+          :class:`~dubbok.discovery.Discovery`; default the App's discovery, else its registry.
+        * ``loadbalance`` and ``balancer_options`` (``warmup``, ``key`` for consistenthash,
+          ...): see ``docs/load-balancing.md``.
+        * ``cluster``, ``cluster_options``, ``retries``, ``timeout``, ``retry_budget``,
+          ``methods`` (per-method ``timeout``/``idempotent``/``retries``): see
+          ``docs/fault-tolerance.md``.
+        * ``version``, ``group``, ``routes`` (condition rules): see ``docs/routing.md``.
+        * ``breaker``, ``actives``, ``bulkhead``, ``degrade``, ``fallbacks``: see
+          ``docs/resilience.md``.
         """
         ref, directory, subscription = self._make_reference(
             Reference,
@@ -467,6 +476,7 @@ class App(_AppBase):
             cluster_options=cluster_options,
             retry_budget=retry_budget,
             routes=routes,
+            balancer_options=balancer_options,
         )
         with self._lock:
             self._references.append((directory, subscription, ref))

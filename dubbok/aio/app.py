@@ -222,6 +222,7 @@ class App(_AppBase):
         cluster_options: Mapping[str, Any] | None = None,
         retry_budget: bool = True,
         routes: Sequence[Mapping[str, Any] | ConditionRule] | None = None,
+        balancer_options: Mapping[str, Any] | None = None,
     ) -> T:
         """A typed asyncio reference; each method is awaitable (streams: async iterators).
 
@@ -252,6 +253,7 @@ class App(_AppBase):
             cluster_options=cluster_options,
             retry_budget=retry_budget,
             routes=routes,
+            balancer_options=balancer_options,
         )
         self._references.append((directory, subscription, ref))
         if self.registry_url is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -159,3 +160,35 @@ def test_every_balancer_works_end_to_end() -> None:
         )
         first = sticky.Echo(req(text="user-42")).served_by
         assert all(sticky.Echo(req(text="user-42")).served_by == first for _ in range(10))
+
+
+def test_p2c_steers_away_from_a_slow_provider_without_being_told() -> None:
+    class Slow(EchoServicer):
+        def Echo(self, request: Any, context: Any) -> Any:
+            threading.Event().wait(0.05)  # the provider's simulated slowness
+            return super().Echo(request, context)
+
+    with contextlib.ExitStack() as stack:
+        slow = stack.enter_context(serve_provider(Slow("slow")))
+        fast = [stack.enter_context(serve_provider(EchoServicer(f"f{i}"))) for i in range(2)]
+        app = stack.enter_context(dubbok.App("c"))
+        url = "static://" + ",".join(p.address for p in (slow, *fast))
+        p2c = app.reference(echo_pb2_grpc.EchoStub, discovery=url, loadbalance="p2c")
+        counts = served(p2c, n=150)
+    assert counts["slow"] < 15, counts  # round robin would send it 50
+
+
+def test_consistent_hash_on_a_header() -> None:
+    with fleet(a={}, b={}, c={}) as (disc, _), dubbok.App("c") as app:
+        echo = app.reference(
+            echo_pb2_grpc.EchoStub,
+            discovery=disc,
+            loadbalance="consistenthash",
+            balancer_options={"key": "header:x-user"},
+        )
+        owners = {
+            user: {echo.Echo(req(), metadata=[("x-user", user)]).served_by for _ in range(5)}
+            for user in ("alice", "bob", "carol", "dave", "erin", "frank")
+        }
+    assert all(len(owner) == 1 for owner in owners.values())  # each user sticks to one
+    assert len({next(iter(o)) for o in owners.values()}) > 1  # and users spread out
