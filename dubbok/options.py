@@ -17,7 +17,7 @@ class ReferenceOptions:
 
     service: str
     discovery: str
-    loadbalance: str = "roundrobin"
+    loadbalance: str = "p2c"
     cluster: str = "failover"
     retries: int = 2
     timeout: float | None = None

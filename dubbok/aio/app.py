@@ -207,7 +207,7 @@ class App(_AppBase):
         service: str | None = None,
         *,
         discovery: str | Discovery | None = None,
-        loadbalance: str = "roundrobin",
+        loadbalance: str = "p2c",
         cluster: str = "failover",
         retries: int = 2,
         timeout: float | None = None,

@@ -41,7 +41,9 @@ def run(coro: object) -> None:
 def test_round_robin_and_all_method_kinds() -> None:
     async def main() -> None:
         async with providers() as ps, dubbok.aio.App("consumer") as app:
-            echo = app.reference(echo_pb2_grpc.EchoStub, discovery=url(ps))
+            echo = app.reference(
+                echo_pb2_grpc.EchoStub, discovery=url(ps), loadbalance="roundrobin"
+            )
             served = Counter([(await echo.Echo(req())).served_by for _ in range(9)])
             assert served == {"p0": 3, "p1": 3, "p2": 3}
             assert [r.text async for r in echo.EchoStream(req(text="s", count=2))] == ["s0", "s1"]

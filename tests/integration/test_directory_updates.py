@@ -28,7 +28,9 @@ def test_removed_endpoint_drains_then_closes_and_unchanged_ones_are_kept() -> No
         dubbok.App("consumer") as app,
     ):
         disc = ManualDiscovery()
-        echo = app.reference(echo_pb2_grpc.EchoStub, discovery=disc, timeout=5.0)
+        echo = app.reference(
+            echo_pb2_grpc.EchoStub, discovery=disc, timeout=5.0, loadbalance="roundrobin"
+        )
         disc.set(SERVICE, [a.address])
         assert echo.Echo(echo_pb2.EchoRequest()).served_by == "a"
 

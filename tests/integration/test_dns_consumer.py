@@ -53,7 +53,11 @@ def test_new_pods_are_called_without_any_reconnect() -> None:
     with pods("127.0.0.2", "127.0.0.3", "127.0.0.4") as (port, _), DnsServer() as dns:
         dns.set_a(NAME, ["127.0.0.2", "127.0.0.3"], ttl=1)
         with dubbok.App("c") as app:
-            echo = app.reference(echo_pb2_grpc.EchoStub, discovery=dns.url(NAME, port, min_ttl=0.2))
+            echo = app.reference(
+                echo_pb2_grpc.EchoStub,
+                discovery=dns.url(NAME, port, min_ttl=0.2),
+                loadbalance="roundrobin",
+            )
             served = Counter(echo.Echo(echo_pb2.EchoRequest()).served_by for _ in range(10))
             assert served == {"127.0.0.2": 5, "127.0.0.3": 5}
             # A pod scales in: it appears in DNS and takes traffic within about a TTL.

@@ -100,6 +100,7 @@ def test_a_failing_instance_is_ejected_and_failover_hides_it() -> None:
         echo = app.reference(
             echo_pb2_grpc.EchoStub,
             discovery=f"static://{bad.address},{g1.address},{g2.address}",
+            loadbalance="roundrobin",
             methods={"Echo": {"idempotent": True}},
             breaker={
                 "instance": {"consecutive_failures": 3, "base_ejection_time": 30},
@@ -276,7 +277,7 @@ def test_provider_max_concurrency_is_exact_and_consumers_retry_elsewhere() -> No
 
 
 def test_provider_qps_limit_within_ten_percent() -> None:
-    qps, seconds = 100, 2.0
+    qps, seconds = 100, 3.0
     with (
         serve_provider(EchoServicer("p"), limits={"Echo": {"qps": qps}}) as provider,
         dubbok.App("c") as app,

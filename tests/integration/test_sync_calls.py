@@ -22,7 +22,9 @@ def req(**kw: object) -> echo_pb2.EchoRequest:
 
 def test_round_robin_spreads_unary_calls_over_every_provider(echo_providers: Providers) -> None:
     with dubbok.App("consumer") as app:
-        echo = app.reference(echo_pb2_grpc.EchoStub, discovery=static_url(echo_providers))
+        echo = app.reference(
+            echo_pb2_grpc.EchoStub, discovery=static_url(echo_providers), loadbalance="roundrobin"
+        )
         served = Counter(echo.Echo(req(text="hi")).served_by for _ in range(30))
     assert served == {"p0": 10, "p1": 10, "p2": 10}
 
