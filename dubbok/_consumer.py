@@ -101,6 +101,19 @@ class PolicyBuilder:
                 self.responses[name] = cls
         self._cache: tuple[object, dict[str, MethodPolicy]] | None = None
 
+    def set_options(self, options: ReferenceOptions, cluster_options: Mapping[str, Any]) -> None:
+        """New options from live rules; the cluster strategy is rebuilt if it changed."""
+        if options.cluster != self._options.cluster:
+            self.cluster = create_cluster(options.cluster, **dict(cluster_options))
+            if self.cluster.name == "hedging" and not self.latency:
+                self.latency = {m: LatencyTracker() for m in self._definition.methods}
+        self._options = options
+        self._cache = None
+
+    @property
+    def options(self) -> ReferenceOptions:
+        return self._options
+
     def __call__(self, endpoints: Sequence[Endpoint]) -> dict[str, MethodPolicy]:
         advertised: dict[str, dict[str, Any]] = {}
         for ep in endpoints:
@@ -142,7 +155,7 @@ class PolicyBuilder:
                     p,
                     breaker=gov.breakers.get(name),
                     actives=gov.actives.get(name),
-                    degrade=gov.degrade.get(name),
+                    degrade=gov.rule_degrade.get(name) or gov.degrade.get(name),
                     fallback=gov.fallbacks.get(name),
                 )
                 for name, p in policies.items()

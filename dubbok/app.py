@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._consumer import DiscoveryCache, PolicyBuilder, reference_options
+from ._rules import ReferenceRules
 from .balancer import create_balancer
 from .breaker import BreakerPolicy
 from .degrade import FallbackFunc
@@ -41,11 +42,14 @@ from .reference import Reference
 from .registry import ConsumerInfo, Registry, RegistryOptions, create_registry
 from .routing import ConditionRouter, ConditionRule, Router, TagRouter, VersionRouter
 from .routing.rules import parse_rules
-from .server import ExportedService, export, listen, new_server
+from .server import ExportedService, export, listen, new_server, update_limits
 from .service import MethodOptions
 from .stub import ServiceDefinition, read_stub
 from .transport import ChannelPool
 from .url import parse_url
+
+if TYPE_CHECKING:
+    from .config import ConfigCenter
 
 __all__ = ["App"]
 
@@ -100,6 +104,7 @@ class _AppBase:
         observer: Observer | Literal["default"] | None = "default",
         limits: LimitPolicy | Mapping[str, Any] | None = None,
         snapshot_dir: str | os.PathLike[str] | None = None,
+        config: bool | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
@@ -129,6 +134,17 @@ class _AppBase:
         self.snapshot_dir = (
             Path(snapshot_dir) if snapshot_dir is not None else default_snapshot_dir()
         )
+        # Live rules from the configuration center: on by default with an etcd registry.
+        self._config_wanted = (
+            config if config is not None else bool(registry and registry.startswith("etcd://"))
+        )
+        if self._config_wanted and not (registry and registry.startswith("etcd://")):
+            raise ConfigurationError(
+                "config=True needs an etcd registry: App(name, registry='etcd://host:2379')"
+            )
+        self._center: ConfigCenter | None = None
+        self._center_lock = threading.Lock()
+        self._rule_subscriptions: list[Any] = []
         self._discoveries = DiscoveryCache(
             DiscoveryOptions(app=name, snapshot_dir=self.snapshot_dir)
         )
@@ -137,6 +153,72 @@ class _AppBase:
         self._exported: list[ExportedService] = []
         self._announced: list[tuple[str, Endpoint]] = []
         self.port: int | None = None
+
+    @property
+    def config(self) -> ConfigCenter:
+        """The configuration center (``get``, ``watch``, ``bind``; rules per service).
+
+        Started on first use: it loads the configuration from etcd (or from the last
+        snapshot when etcd does not answer) before it returns.
+        """
+        center = self._config_center()
+        if center is None:
+            raise ConfigurationError(
+                f"{self.name} has no configuration center: create the App with "
+                "registry='etcd://host:2379/?namespace=NAME' (and config not False)"
+            )
+        return center
+
+    def _config_center(self) -> ConfigCenter | None:
+        if not self._config_wanted or self.registry_url is None:
+            return None
+        with self._center_lock:
+            if self._center is None:
+                from .config import ConfigCenter
+
+                center = ConfigCenter(self.registry_url, self.name, snapshot_dir=self.snapshot_dir)
+                center.start()
+                self._center = center
+            return self._center
+
+    def _follow_rules(
+        self, service: str, apply: Callable[[Any], object], on_loop: Callable[..., Any] | None
+    ) -> None:
+        """Apply a service's rules now, and again on every change (on the loop if given)."""
+        center = self._config_center()
+        if center is None:
+            return
+        apply(center.track(service))
+        listener: Callable[[Any], None]
+        if on_loop is None:
+            listener = apply  # type: ignore[assignment]
+        else:
+
+            def listener(rules: Any) -> None:
+                on_loop(apply, rules)
+
+        self._rule_subscriptions.append(center.on_rules_change(service, listener))
+
+    def _follow_limits(self, exported: Sequence[tuple[ExportedService, object]]) -> None:
+        """Provider side: the rules' limits over the App's and the decorators'."""
+        for svc, servicer in exported:
+
+            def apply(rules: Any, svc: ExportedService = svc, servicer: object = servicer) -> None:
+                try:
+                    update_limits(svc, servicer, rules.limit_policy(self.limits))
+                except DubbokError as exc:
+                    log.error("limits for %s not applied: %s; the previous stay", svc.name, exc)
+
+            self._follow_rules(svc.name, apply, None)
+
+    def _close_config(self) -> None:
+        subscriptions, self._rule_subscriptions = self._rule_subscriptions, []
+        for subscription in subscriptions:
+            subscription.cancel()
+        with self._center_lock:
+            center, self._center = self._center, None
+        if center is not None:
+            center.close()
 
     @property
     def registry(self) -> Registry:
@@ -185,6 +267,7 @@ class _AppBase:
         retry_budget: bool,
         routes: Sequence[Any] | None,
         balancer_options: Mapping[str, Any] | None,
+        on_loop: Callable[..., Any] | None = None,
     ) -> tuple[Any, Directory, Subscription]:
         """Build a reference (sync or asyncio class) and subscribe it to discovery."""
         definition = read_stub(stub, service)
@@ -232,6 +315,21 @@ class _AppBase:
             governance=governance,
         )
         governance.on_change = directory.rebuild
+        if self._config_wanted:
+            binding = ReferenceRules(
+                definition,
+                options,
+                directory=directory,
+                policies=policies,
+                governance=governance,
+                base_breaker=breaker_policy(breaker),
+                balancer_options=balancer_options or {},
+                cluster_options=cluster_options or {},
+                base_routes=list(routes or ()),
+                routers=self._routers,
+                set_names=lambda names: setattr(ref, "_names", names),
+            )
+            self._follow_rules(definition.name, binding.apply, on_loop)
         listener = wrap_listener(directory.update)
         subscription = disc.subscribe(definition.name, listener)
         if hasattr(listener, "subscribed"):
@@ -324,6 +422,7 @@ class App(_AppBase):
             self._server = server
             self._exported = exported
             self.port = bound
+        self._follow_limits(list(zip(exported, servicers, strict=True)))
         if self._health is not None:
             for n in ["", *(s.name for s in exported)]:
                 self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
@@ -392,6 +491,7 @@ class App(_AppBase):
             if self._server is not None:
                 self._server.stop(grace).wait()
             self._close_consumers()
+            self._close_config()
             with self._registry_lock:
                 registry, self._registry = self._registry, None
             if registry is not None:

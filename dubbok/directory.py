@@ -38,8 +38,16 @@ Acquire = Callable[[str], Any]
 Release = Callable[[Any], None]
 
 
+InstanceFilter = Callable[[Sequence[Endpoint]], Sequence[Endpoint]]
+"""Rules on instances (disable some, change weights) applied to each discovered set."""
+
+
 class Directory:
-    """One reference's view of its service. ``update`` may be called from any thread."""
+    """One reference's view of its service. ``update`` may be called from any thread.
+
+    The balancer, the router chain and the instance filter can be replaced while calls run
+    (:meth:`reconfigure`, from live rules); each change builds and publishes a new route.
+    """
 
     def __init__(
         self,
@@ -61,13 +69,18 @@ class Directory:
         self._publish = publish
         self._routers = tuple(routers)
         self._governance = governance
-        self._routed: list[Endpoint] = []
+        self._filter: InstanceFilter | None = None
         self._lock = threading.Lock()
         self._connections: dict[str, Any] = {}
-        self._endpoints: tuple[Endpoint, ...] | None = None
+        self._endpoints: tuple[Endpoint, ...] = ()
+        self._seen = False
         self._closed = False
         self.route = self._build((), 0)
         publish(self.route)
+
+    @property
+    def balancer(self) -> Balancer:
+        return self._balancer
 
     def _build(self, endpoints: Sequence[Endpoint], discovered: int) -> Route:
         gov = self._governance
@@ -88,44 +101,66 @@ class Directory:
     def update(self, endpoints: Sequence[Endpoint]) -> None:
         """Apply a complete endpoint set from discovery. Never raises."""
         try:
-            self._apply(tuple(endpoints))
+            with self._lock:
+                endpoints = tuple(endpoints)
+                if self._closed or (self._seen and endpoints == self._endpoints):
+                    return
+                self._seen = True
+                self._endpoints = endpoints
+                self._refresh()
         except Exception:
             log.exception("could not apply an endpoint update for %s", self._options.service)
 
-    def _apply(self, endpoints: tuple[Endpoint, ...]) -> None:
-        with self._lock:
-            if self._closed or endpoints == self._endpoints:
-                return
-            self._endpoints = endpoints
-            routed = list(endpoints)
-            wanted = {e.address for e in routed}
-            for address in [a for a in self._connections if a not in wanted]:
-                self._release(self._connections.pop(address))
-            for address in wanted:
-                if address not in self._connections:
-                    self._connections[address] = self._acquire(address)
-            self._routed = routed
-            if self._governance is not None and self._governance.detector is not None:
-                self._governance.detector.retain(wanted)
-            self.route = self._build(routed, len(endpoints))
-            self._publish(self.route)
+    def _refresh(self) -> None:
+        """Rebuild and publish the route from the last discovered set (lock held)."""
+        endpoints = self._endpoints
+        usable = list(self._filter(endpoints)) if self._filter is not None else list(endpoints)
+        wanted = {e.address for e in usable}
+        for address in [a for a in self._connections if a not in wanted]:
+            self._release(self._connections.pop(address))
+        for address in wanted:
+            if address not in self._connections:
+                self._connections[address] = self._acquire(address)
+        gov = self._governance
+        if gov is not None and gov.detector is not None:
+            gov.detector.retain(wanted)
+        self.route = self._build(usable, len(endpoints))
+        self._publish(self.route)
         log.debug(
-            "%s: %d endpoint(s), %d after routing",
+            "%s: %d endpoint(s) discovered, %d usable",
             self._options.service,
             len(endpoints),
-            len(routed),
+            len(usable),
         )
 
     def rebuild(self) -> None:
         """Rebuild the route from the current endpoints (rules or switches changed)."""
         try:
             with self._lock:
-                if self._closed:
-                    return
-                self.route = self._build(self._routed, self.route.discovered)
-                self._publish(self.route)
+                if not self._closed:
+                    self._refresh()
         except Exception:
             log.exception("could not rebuild the route of %s", self._options.service)
+
+    def reconfigure(
+        self,
+        *,
+        balancer: Balancer | None = None,
+        routers: Sequence[Router] | None = None,
+        instance_filter: InstanceFilter | None = None,
+        clear_filter: bool = False,
+    ) -> None:
+        """Swap the balancer, the router chain or the instance filter, then rebuild."""
+        with self._lock:
+            if self._closed:
+                return
+            if balancer is not None:
+                self._balancer = balancer
+            if routers is not None:
+                self._routers = tuple(routers)
+            if instance_filter is not None or clear_filter:
+                self._filter = instance_filter
+            self._refresh()
 
     def close(self) -> None:
         """Release every connection; later updates are ignored."""

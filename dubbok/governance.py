@@ -95,6 +95,40 @@ class Governance:
         for method, fn in (fallbacks or {}).items():
             self._check_method(method, "fallbacks")
             self.fallbacks[method] = fn
+        # Degrade rules from the configuration center; they win over the code's.
+        self.rule_degrade: dict[str, DegradeRule] = {}
+        self._listeners = listeners
+
+    def reconfigure_breakers(self, policy: BreakerPolicy | None) -> None:
+        """Apply a new breaker policy (live rules). Breakers keep their state when a level
+        stays on; a level turned off is dropped, one turned on starts closed."""
+        service = self.definition.name
+        instance = policy.instance if policy is not None else None
+        method = policy.method if policy is not None else None
+        with self._lock:
+            if instance is None:
+                self.detector = None
+            elif self.detector is None:
+                self.detector = OutlierDetector(service, instance, listeners=self._listeners)
+            else:
+                self.detector.reconfigure(instance)
+            if method is None:
+                self.breakers = {}
+            elif not self.breakers:
+                self.breakers = {
+                    m: MethodBreaker(service, m, method, listeners=self._listeners)
+                    for m in self.definition.methods
+                }
+            else:
+                for breaker in self.breakers.values():
+                    breaker.reconfigure(method)
+            self.version += 1
+
+    def set_rule_degrades(self, rules: Mapping[str, DegradeRule]) -> None:
+        """Replace the degrade rules that come from the configuration center."""
+        with self._lock:
+            self.rule_degrade = dict(rules)
+            self.version += 1
 
     def _check_method(self, method: str, what: str) -> None:
         if method not in self.definition.methods:

@@ -26,6 +26,7 @@ from .invocation import Metadata
 from .observe import CallObservation, Observer
 from .outcome import Verdict, classify
 from .stub import MethodInfo, MethodKind, ServiceDefinition
+from .transport import CHANNEL_CLOSED, attempt_status
 
 __all__ = ["Reference", "ResponseStream"]
 
@@ -356,9 +357,9 @@ class Reference:
                         wait_for_ready=wait_for_ready,
                         compression=compression,
                     )
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
-                code, details = exc.code(), exc.details()
+                code, details = attempt_status(exc)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, classify(code, details))
                 if obs is not None:

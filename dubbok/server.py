@@ -45,6 +45,16 @@ NO_DEADLINE = 1e9
 REJECTED_PREFIX = "rejected by provider limit: "
 
 
+class GuardBox:
+    """Holds a method's current limits; handlers read ``guard`` on every call, so live rules
+    swap limits with one attribute write."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: MethodGuard | None = None) -> None:
+        self.guard = guard
+
+
 @dataclass(frozen=True, slots=True)
 class ExportedService:
     """A servicer ready to be added to a server and announced to a registry."""
@@ -53,7 +63,8 @@ class ExportedService:
     options: ServiceOptions
     handlers: Mapping[str, grpc.RpcMethodHandler]
     method_records: Mapping[str, Mapping[str, object]]
-    guards: Mapping[str, MethodGuard] = field(default_factory=dict)
+    guards: Mapping[str, GuardBox] = field(default_factory=dict)
+    """Per method: the box its handler reads its limits from (swapped by live rules)."""
 
     def endpoint(self, app: str, host: str, port: int, started_at: float) -> Endpoint:
         return Endpoint(
@@ -133,7 +144,7 @@ def _wrap_unary_response(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
@@ -141,6 +152,7 @@ def _wrap_unary_response(
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
+            guard = box.guard
             if guard is not None:
                 admission = admit(guard, context)
                 started = time.monotonic()
@@ -166,7 +178,7 @@ def _wrap_stream_response(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
@@ -174,6 +186,7 @@ def _wrap_stream_response(
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
+            guard = box.guard
             if guard is not None:
                 admission = admit(guard, context)
                 started = time.monotonic()
@@ -198,9 +211,9 @@ def _wrap_handler(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> grpc.RpcMethodHandler:
-    args = (service, method, observer, guard)
+    args = (service, method, observer, box)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_response(h.unary_unary, *args),
@@ -242,6 +255,17 @@ def method_limits(servicer: object, name: str, limits: LimitPolicy | None) -> Me
     )
 
 
+def update_limits(exported: ExportedService, servicer: object, limits: LimitPolicy | None) -> None:
+    """Swap the exported methods' limits (live rules); calls in progress keep theirs."""
+    for name, box in exported.guards.items():
+        found = method_limits(servicer, name, limits)
+        current = box.guard
+        if found is None:
+            box.guard = None
+        elif current is None or current.limits != found:
+            box.guard = MethodGuard(name, found)
+
+
 def export(
     servicer: object,
     *,
@@ -266,14 +290,13 @@ def export(
         mopts = method_options(servicer, name)
         if mopts is not None and mopts.as_record():
             records[name] = mopts.as_record()
-    guards: dict[str, MethodGuard] = {}
+    guards: dict[str, GuardBox] = {}
     for name in handlers:
         found = method_limits(servicer, name, limits)
-        if found is not None:
-            guards[name] = MethodGuard(name, found)
+        guards[name] = GuardBox(MethodGuard(name, found) if found is not None else None)
     if wrap:
         handlers = {
-            name: _wrap_handler(h, proto_name, name, observer, guards.get(name))
+            name: _wrap_handler(h, proto_name, name, observer, guards[name])
             for name, h in handlers.items()
         }
     return ExportedService(proto_name, options, handlers, records, guards)

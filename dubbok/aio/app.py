@@ -126,6 +126,7 @@ class App(_AppBase):
         self._server = server
         self._exported = exported
         self.port = bound
+        await asyncio.to_thread(self._follow_limits, list(zip(exported, servicers, strict=True)))
         if self._health is not None:
             for n in ["", *(s.name for s in exported)]:
                 await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
@@ -182,6 +183,7 @@ class App(_AppBase):
             if self._server is not None:
                 await self._server.stop(grace)
             await self._close_consumers()
+            await asyncio.to_thread(self._close_config)
             registry, self._registry = self._registry, None
             if registry is not None:
                 await asyncio.to_thread(registry.close)
@@ -237,6 +239,7 @@ class App(_AppBase):
             self._pool.acquire,
             self._pool.release,
             lambda listener: _LoopListener(loop, listener),
+            on_loop=lambda fn, *args: loop.call_soon_threadsafe(fn, *args),
             discovery=discovery,
             loadbalance=loadbalance,
             cluster=cluster,

@@ -22,6 +22,7 @@ from ..observe import CallObservation, Observer
 from ..outcome import Verdict, classify
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
+from ..transport import CHANNEL_CLOSED, attempt_status
 from ._fanout import AsyncFailback, run_fanout_async
 
 __all__ = ["AsyncReference", "AsyncResponseStream"]
@@ -341,9 +342,9 @@ class AsyncReference:
                     wait_for_ready=wait_for_ready,
                     compression=compression,
                 )
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
-                code, details = exc.code(), exc.details()
+                code, details = attempt_status(exc)
                 if track:
                     balancer.finished(endpoint, _monotonic() - started, classify(code, details))
                 if obs is not None:

@@ -17,6 +17,7 @@ from ..server import (
     DEFAULT_SERVER_OPTIONS,
     REJECTED_PREFIX,
     ExportedService,
+    GuardBox,
     dropped,
     enter_call,
     export,
@@ -41,7 +42,7 @@ def _wrap_unary_response(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
@@ -49,6 +50,7 @@ def _wrap_unary_response(
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
+            guard = box.guard
             if guard is not None:
                 admission = await _admit(guard, context)
                 started = time.monotonic()
@@ -74,7 +76,7 @@ def _wrap_stream_response(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
@@ -82,6 +84,7 @@ def _wrap_stream_response(
         obs = observer.handle(service, method, context) if observer is not None else None
         admission = None
         try:
+            guard = box.guard
             if guard is not None:
                 admission = await _admit(guard, context)
                 started = time.monotonic()
@@ -115,9 +118,9 @@ def _wrap_handler(
     service: str,
     method: str,
     observer: Observer | None,
-    guard: MethodGuard | None,
+    box: GuardBox,
 ) -> grpc.RpcMethodHandler:
-    args = (service, method, observer, guard)
+    args = (service, method, observer, box)
     if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary_response(h.unary_unary, *args),
@@ -149,7 +152,7 @@ def export_async(
     """Like :func:`dubbok.server.export`, for servicers whose handlers are ``async def``."""
     exported = export(servicer, wrap=False, limits=limits)
     handlers = {
-        name: _wrap_handler(h, exported.name, name, observer, exported.guards.get(name))
+        name: _wrap_handler(h, exported.name, name, observer, exported.guards[name])
         for name, h in exported.handlers.items()
     }
     return dataclasses.replace(exported, handlers=handlers)

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from ..transport import DEFAULT_CHANNEL_OPTIONS, Connection
+from ..transport import DEFAULT_CHANNEL_OPTIONS, LINGER_SECONDS, Connection
 
 __all__ = ["AsyncChannelPool"]
 
@@ -34,6 +34,7 @@ class AsyncChannelPool:
         self._drain_timeout = drain_timeout
         self._connections: dict[str, Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._lingering: set[Connection] = set()
 
     def acquire(self, address: str) -> Connection:
         conn = self._connections.get(address)
@@ -54,18 +55,28 @@ class AsyncChannelPool:
         if self._connections.get(conn.address) is conn:
             del self._connections[conn.address]
         conn.draining = True
-        task = asyncio.get_running_loop().create_task(conn.channel.close(self._drain_timeout))
+        self._lingering.add(conn)
+        task = asyncio.get_running_loop().create_task(self._linger_then_close(conn))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _linger_then_close(self, conn: Connection) -> None:
+        # A call that read the previous route a moment ago may still start on this channel.
+        await asyncio.sleep(LINGER_SECONDS)
+        self._lingering.discard(conn)
+        await conn.channel.close(self._drain_timeout)
 
     async def aclose(self) -> None:
         conns = list(self._connections.values())
         self._connections.clear()
         for conn in conns:
             conn.draining = True
-        await asyncio.gather(
-            *(c.channel.close(None) for c in conns), *list(self._closing), return_exceptions=True
-        )
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*list(self._closing), return_exceptions=True)
+        conns += list(self._lingering)
+        self._lingering.clear()
+        await asyncio.gather(*(c.channel.close(None) for c in conns), return_exceptions=True)
 
     def __len__(self) -> int:
         return len(self._connections)

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str] | str] = {
     "degrade": ("dubbok.cli.shortcuts:degrade", "Degrade a method: answer without calling."),
     "instance": ("dubbok.cli.shortcuts:instance", "Disable or enable a provider instance."),
     "weight": ("dubbok.cli.shortcuts:weight", "Set a provider instance's balancing weight."),
+    "services": ("dubbok.cli.services:services", "Providers and consumers registered in etcd."),
+    "call": ("dubbok.cli.call:call", "Call a unary method with a JSON request."),
     "completion": ("dubbok.cli.completion:completion", "Print the shell completion script."),
 }
 """Command name → (``module:attribute`` of its click command or group, one-line help for

@@ -340,10 +340,15 @@ def reflect(address: str, service: str, method: str, timeout: float) -> MethodSc
         )
         pool = descriptor_pool.DescriptorPool(database)
         try:
+            # Ask what the provider serves first: a reflection server may also describe
+            # services it does not serve (every proto its process imported).
+            served = database.get_services()
             try:
+                if service not in served:
+                    raise KeyError(service)
                 service_descriptor = pool.FindServiceByName(service)
             except KeyError:
-                offered = sorted(s for s in database.get_services() if not s.startswith("grpc."))
+                offered = sorted(s for s in served if not s.startswith("grpc."))
                 raise CallError(
                     f"the provider at {address} does not serve {service}; it serves "
                     f"{', '.join(offered) or 'no application service'} (from server reflection)"
@@ -546,7 +551,7 @@ def _invoke(
 
 @click.command()
 @click.argument("target", metavar="SERVICE/METHOD")
-@click.argument("request", metavar="JSON", default="{}")
+@click.argument("request", metavar="[JSON]", default="{}")
 @click.option(
     "--discovery",
     envvar="DUBBOK_DISCOVERY",

@@ -85,7 +85,8 @@ def registry_url(backend: Backend) -> str:
     params = dict(parsed.params)
     if parsed.username is not None:
         params["user"] = parsed.username
-        params["password"] = parsed.password or ""
+        if parsed.password is not None:
+            params["password"] = parsed.password
     overrides: dict[str, str | float | None] = {
         "namespace": backend.namespace,
         "ca": backend.cacert,
@@ -238,10 +239,10 @@ def services() -> None:
 @backend_options
 @output_options
 def ls(backend: Backend, out: Output) -> None:
-    """List every service registered in the namespace, with provider and consumer counts.
+    """List the services and their provider and consumer counts.
 
-    A service with consumers and no provider is shown in red: its callers have nothing to
-    call.
+    Every service registered in the namespace. A service with consumers and no provider is
+    shown in red: its callers have nothing to call.
     """
     view = read_registry(backend)
     rows = [
@@ -272,8 +273,10 @@ def ls(backend: Backend, out: Output) -> None:
 @backend_options
 @output_options
 def show(service: str, backend: Backend, out: Output) -> None:
-    """Show SERVICE's providers (address, app, version, group, weight, tags, age) and
-    consumers (app, host, pid).
+    """Show the providers and consumers of SERVICE.
+
+    Each provider's address, app, version, group, weight, tags and age (since it started);
+    each consumer's app, host and pid.
 
     \b
     dubbok services show helloworld.Greeter

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,29 @@ import grpc
 
 from ..stub import MethodInfo
 
-__all__ = ["DEFAULT_CHANNEL_OPTIONS", "ChannelPool", "Connection"]
+__all__ = [
+    "CHANNEL_CLOSED",
+    "DEFAULT_CHANNEL_OPTIONS",
+    "ChannelPool",
+    "Connection",
+    "attempt_status",
+]
+
+# What grpc raises when a call starts on a channel that was closed: a call that read a route
+# just before its endpoint left may meet one. The request never left, so it is retryable.
+CHANNEL_CLOSED: tuple[type[BaseException], ...] = (ValueError, grpc.aio.UsageError)
+
+# A released channel is closed no sooner than this: a call that read the previous route a
+# moment ago may still be about to start on it.
+LINGER_SECONDS = 0.5
+
+
+def attempt_status(exc: BaseException) -> tuple[grpc.StatusCode, str | None]:
+    """The status of a failed attempt (a closed channel counts as never sent)."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code(), exc.details()
+    return grpc.StatusCode.UNAVAILABLE, f"channel closed: the endpoint left the directory ({exc})"
+
 
 log = logging.getLogger("dubbok.transport")
 
@@ -86,6 +109,7 @@ class ChannelPool:
         self._lock = threading.Lock()
         self._connections: dict[str, Connection] = {}
         self._closers: list[threading.Thread] = []
+        self._closing = threading.Event()
 
     def _open(self, address: str) -> Any:
         if self._credentials is not None:
@@ -121,17 +145,28 @@ class ChannelPool:
         closer.start()
 
     def _drain(self, conn: Connection) -> None:
-        if not conn.idle.wait(self._drain_timeout):
-            log.warning(
-                "closing channel to %s with %d call(s) still in flight after %.1f s of drain",
-                conn.address,
-                conn.active,
-                self._drain_timeout,
-            )
+        if self._closing.wait(LINGER_SECONDS):
+            conn.channel.close()  # the pool is closing: no drain
+            return
+        deadline = time.monotonic() + self._drain_timeout
+        while conn.active > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "closing channel to %s with %d call(s) still in flight after %.1f s of drain",
+                    conn.address,
+                    conn.active,
+                    self._drain_timeout,
+                )
+                break
+            conn.idle.clear()
+            if conn.active > 0:
+                conn.idle.wait(left)
         conn.channel.close()
 
     def close(self) -> None:
         """Close every channel now and wait for pending drains."""
+        self._closing.set()
         with self._lock:
             conns = list(self._connections.values())
             self._connections.clear()

@@ -133,6 +133,7 @@ def test_hedging_sends_a_second_attempt_after_the_delay_and_takes_the_winner() -
             echo_pb2_grpc.EchoStub,
             discovery=url,
             cluster="hedging",
+            loadbalance="roundrobin",
             cluster_options={"hedge_delay": 0.05},
             methods={"Echo": {"idempotent": True}},
         )
@@ -147,6 +148,7 @@ def test_hedging_sends_a_second_attempt_after_the_delay_and_takes_the_winner() -
             echo_pb2_grpc.EchoStub,
             discovery=f"static://{ps[0].address}",
             cluster="hedging",
+            loadbalance="roundrobin",
             cluster_options={"hedge_delay": 0.05},
         )
         assert plain.Echo(req()).served_by == "slow"
@@ -168,6 +170,7 @@ def test_hedging_on_asyncio() -> None:
                 echo_pb2_grpc.EchoStub,
                 discovery=f"static://{slow.address},{fast.address}",
                 cluster="hedging",
+                loadbalance="roundrobin",
                 cluster_options={"hedge_delay": 0.05},
                 methods={"Echo": {"idempotent": True}},
             )

@@ -74,7 +74,10 @@ def test_failfast_surfaces_the_first_failure(echo_providers: Providers) -> None:
     echo_providers[0][0].app.stop(0)
     with dubbok.App("consumer") as app:
         echo = app.reference(
-            echo_pb2_grpc.EchoStub, discovery=static_url(echo_providers), cluster="failfast"
+            echo_pb2_grpc.EchoStub,
+            discovery=static_url(echo_providers),
+            cluster="failfast",
+            loadbalance="roundrobin",
         )
         with pytest.raises(dubbok.RpcError) as info:
             for _ in range(3):  # round robin reaches the dead one within three calls
