@@ -6,9 +6,15 @@
     ├── ConfigurationError           bad input from code: URL, option, name (INVALID_ARGUMENT)
     │   ├── InvalidURLError          a discovery / registry URL that cannot be parsed
     │   ├── UnknownExtensionError    a load balancer, cluster or router name nobody registered
-    │   └── ServiceDefinitionError   a service or method the stub / servicer does not have
+    │   ├── ServiceDefinitionError   a service or method the stub / servicer does not have
+    │   ├── RuleValidationError      a rule document that does not validate  (dubbok.config)
+    │   ├── InvalidKeyError          a config key outside the layout          (dubbok.config)
+    │   └── ValueTooLargeError       a config value etcd would refuse          (dubbok.config)
     ├── BindError                    the provider could not listen on host:port
     ├── RegistryError                the registry (etcd) is unreachable or refused a request
+    │   ├── RecordError              a registry record that cannot be read  (dubbok.registry)
+    │   ├── ConflictError            a compare-and-swap write lost             (dubbok.config)
+    │   └── NotFoundError            a config key or revision that does not exist
     ├── NoProviderError              no endpoint left to call (discovery or routing emptied it)
     └── RpcError                     a remote call failed; ``attempts`` lists each try
         ├── DeadlineExceededError    the call's deadline passed
