@@ -1,0 +1,81 @@
+"""A fast path for the default propagator: W3C trace context (+ baggage) in gRPC metadata.
+
+OpenTelemetry's own propagators are general (regular expressions, getter/setter objects,
+one pass per propagator). When the configured propagator is exactly the default composite —
+``tracecontext`` alone or followed by ``baggage``, OpenTelemetry's own classes — and the
+context carries no ``tracestate`` and no baggage, what they write and read is a single
+``traceparent`` header, which this module formats and parses directly. The result is the
+same as the propagator's; anything else (another propagator, a tracestate, baggage, a
+header in another version) goes through the propagator itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from opentelemetry import baggage, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = ["fast_extract", "fast_traceparent", "is_default"]
+
+TRACEPARENT = "traceparent"
+_OTHER_FIELDS = ("tracestate", "baggage")
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_DEFAULT_SHAPES = (
+    (TraceContextTextMapPropagator, W3CBaggagePropagator),
+    (TraceContextTextMapPropagator,),
+)
+
+
+def is_default(propagator: TextMapPropagator) -> bool:
+    """Whether ``propagator`` is OpenTelemetry's W3C tracecontext (+ baggage) composite."""
+    if type(propagator) is TraceContextTextMapPropagator:
+        return True
+    if type(propagator) is not CompositePropagator:
+        return False
+    # The composite lists its members only in a private attribute; without it, no fast path.
+    members = getattr(propagator, "_propagators", None)
+    if not isinstance(members, list | tuple):
+        return False
+    return tuple(type(m) for m in members) in _DEFAULT_SHAPES
+
+
+def fast_traceparent(ctx: Context, span_context: SpanContext) -> str | None:
+    """The ``traceparent`` value the default propagator would write for ``ctx`` (whose span
+    has ``span_context``), or ``None`` when it would write more than that header."""
+    if span_context.trace_state or baggage.get_all(ctx):
+        return None
+    sc = span_context
+    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+
+
+def fast_extract(carrier: dict[str, Any]) -> Context | None:
+    """The context the default propagator would extract from ``carrier``, or ``None`` when
+    the carrier needs the propagator itself (no traceparent is an empty context)."""
+    for name in _OTHER_FIELDS:
+        if name in carrier:
+            return None
+    header = carrier.get(TRACEPARENT)
+    if header is None:
+        return Context()
+    match = _VERSION_00.fullmatch(header)
+    if match is None:
+        return None
+    trace_id, span_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return Context()
+    span_context = SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context), Context())

@@ -1,0 +1,499 @@
+"""The OpenTelemetry observer: spans, context propagation, attachments and RPC metrics.
+
+Installed on an App (``App(observer=OtelObserver())``) or as the process default
+(:func:`dubbok.tracing.configure`), it turns the drivers' hooks (:mod:`dubbok.observe`) into::
+
+    {service}/{method}   CLIENT  one per logical call: rpc.*, dubbok.loadbalance, dubbok.cluster;
+    │                            events: retry, hedge, fallback, ... (governance decisions)
+    ├─ {service}/{method} CLIENT  attempt 1: server.address/port, network.peer.*, dubbok.attempt
+    │    └─ {service}/{method} SERVER  on the provider: parent taken from the metadata
+    └─ {service}/{method} CLIENT  attempt 2 (a retry or failover): a sibling of attempt 1
+
+Cost is the design constraint. Per call the hot path looks up cached attribute dicts, makes
+one sampling decision for the logical call and, when it says "drop", creates nothing else:
+attempts of an unsampled call get no span of their own and carry the call's (unsampled)
+context, so the provider's parent-based sampler drops its span too. The client never makes
+its spans current (no ``start_as_current_span``): it hands their context to the propagator
+directly. With no tracer provider and no meter provider installed an observation is not even
+created — unless attachments must be carried.
+
+Threads and tasks: one observer serves every thread and task of its App. A client
+observation lives on the calling thread or task; a server observation is created on the
+handler's thread or task and finished there, which is what lets it attach the server span's
+context for the handler's duration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, MutableSequence
+from contextvars import Token
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider, get_meter_provider
+from opentelemetry.propagators.textmap import Setter, TextMapPropagator
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
+
+from .. import __version__
+from ..endpoint import Endpoint
+from ..invocation import Invocation, Metadata
+from ..observe import CallObservation, ServerObservation
+from . import _semconv as sc
+from . import _w3c
+from . import attachments as att
+from ._method import EndTables, MethodInfo, MethodTable
+from ._semconv import semconv_from_env
+from .metrics import REGISTRY, Instruments
+
+__all__ = ["OtelObserver"]
+
+SCOPE = "dubbok"
+_OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
+_CLIENT = SpanKind.CLIENT
+_SERVER = SpanKind.SERVER
+_ERROR = StatusCode.ERROR
+_set_span = trace.set_span_in_context
+_clock = time.perf_counter
+
+
+def _placeholder_meter_providers() -> tuple[type[Any], ...]:
+    # The API's global proxy class is private; without it only NoOp counts as "none".
+    try:
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:  # pragma: no cover - a future API moved it
+        return (NoOpMeterProvider,)
+    return (NoOpMeterProvider, _ProxyMeterProvider)
+
+
+PLACEHOLDER_METER_PROVIDERS = _placeholder_meter_providers()
+
+
+_Carrier = MutableSequence[tuple[str, str | bytes]]
+
+
+class _MetadataSetter(Setter[_Carrier]):
+    """Propagator setter appending ``(key, value)`` to a metadata list."""
+
+    def set(self, carrier: _Carrier, key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_SETTER = _MetadataSetter()
+
+
+class _Tracing:
+    """What the hot path needs to know about one tracer and one propagator, found once."""
+
+    __slots__ = ("drop_local", "drop_remote", "fast", "propagator", "tracer")
+
+    def __init__(self, tracer: Tracer, propagator: TextMapPropagator) -> None:
+        self.tracer = tracer
+        self.propagator = propagator
+        self.fast = _w3c.is_default(propagator)
+        # A parent-based sampler drops every child of an unsampled parent: such a child
+        # needs no span (it would be a non-recording copy of its parent's context).
+        # Samplers are SDK objects; their description is the public way to ask.
+        sampler = getattr(tracer, "sampler", None)
+        describe = getattr(sampler, "get_description", None)
+        text = describe() if callable(describe) else ""
+        parent_based = isinstance(text, str) and text.startswith("ParentBased{")
+        self.drop_remote = parent_based and "remoteParentNotSampled:AlwaysOffSampler" in text
+        self.drop_local = parent_based and "localParentNotSampled:AlwaysOffSampler" in text
+
+    def inject(
+        self,
+        md: list[tuple[str, str | bytes]],
+        ctx: Context,
+        span_context: SpanContext,
+        span: Span | None = None,
+    ) -> None:
+        """Add the headers for ``span`` (whose context is ``span_context``) as a child of
+        ``ctx`` — or for ``ctx`` itself when ``span`` is ``None``."""
+        if self.fast:
+            value = _w3c.fast_traceparent(ctx, span_context)
+            if value is not None:
+                md.append((_w3c.TRACEPARENT, value))
+                return
+        self.propagator.inject(md, ctx if span is None else _set_span(span, ctx), _SETTER)
+
+    def extract(self, carrier: dict[str, str]) -> Context:
+        if self.fast:
+            ctx = _w3c.fast_extract(carrier)
+            if ctx is not None:
+                return ctx
+        return self.propagator.extract(carrier)
+
+
+class OtelObserver:
+    """An :class:`~dubbok.observe.Observer` on OpenTelemetry.
+
+    ``tracer_provider`` / ``meter_provider``: ``None`` means the global ones, looked up until
+    one is installed (so an observer created before ``set_tracer_provider`` starts tracing
+    once it is). ``propagator``: ``None`` means the global one (W3C tracecontext + baggage
+    unless ``OTEL_PROPAGATORS`` says otherwise), looked up per call. ``semconv``: a value as
+    in ``OTEL_SEMCONV_STABILITY_OPT_IN`` (``"rpc"``, ``"rpc/dup"``), read from the
+    environment when ``None``.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+        *,
+        semconv: str | None = None,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._propagator = propagator
+        self.semconv = semconv_from_env(semconv)
+        self._methods = MethodTable(self.semconv)
+        self._ends = EndTables(self.semconv)
+        self._tracer: Tracer | None = None
+        self._tracer_final = False  # bound for good: an explicit or a real global provider
+        self._tracing: _Tracing | None = None
+        self._instruments: Instruments | None = None
+        self._metrics_final = False
+        self._misses = 0
+        self._resolve_tracer()
+        self._resolve_metrics()
+        self._settled = self._tracer_final and self._metrics_final
+
+    def __repr__(self) -> str:
+        return (
+            f"<OtelObserver tracing={'on' if self._tracer else 'off'} "
+            f"metrics={'on' if self._instruments else 'off'} semconv={self.semconv.name}>"
+        )
+
+    # -- providers ---------------------------------------------------------------------------
+
+    def _resolve_tracer(self) -> Tracer | None:
+        if self._tracer_final:
+            return self._tracer
+        provider = self._tracer_provider
+        explicit = provider is not None
+        if provider is None:
+            provider = trace.get_tracer_provider()
+        if isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
+            self._tracer_final = explicit
+            return None
+        tracer = provider.get_tracer(SCOPE, __version__)
+        self._tracer_final = True
+        if isinstance(tracer, trace.NoOpTracer):  # e.g. OTEL_SDK_DISABLED
+            return None
+        self._tracer = tracer
+        return tracer
+
+    def _resolve_metrics(self) -> Instruments | None:
+        if self._metrics_final:
+            return self._instruments
+        provider = self._meter_provider
+        explicit = provider is not None
+        if provider is None:
+            provider = get_meter_provider()
+        if isinstance(provider, PLACEHOLDER_METER_PROVIDERS):
+            self._metrics_final = explicit
+            return None
+        meter = provider.get_meter(SCOPE, __version__)
+        self._instruments = Instruments(meter, self.semconv)
+        REGISTRY.bind(meter)
+        self._metrics_final = True
+        return self._instruments
+
+    def _providers(self) -> tuple[Tracer | None, Instruments | None]:
+        """Look for global providers installed since; only every 128th call, because the
+        lookup costs more than a call that finds none should."""
+        self._misses += 1
+        if self._misses & 127 == 0:
+            self._resolve_tracer()
+            self._resolve_metrics()
+            self._settled = self._tracer_final and self._metrics_final
+        return self._tracer, self._instruments
+
+    def _tracing_for(self, tracer: Tracer) -> _Tracing:
+        propagator = self._propagator or propagate.get_global_textmap()
+        tracing = self._tracing
+        if tracing is None or tracing.propagator is not propagator or tracing.tracer is not tracer:
+            tracing = self._tracing = _Tracing(tracer, propagator)
+        return tracing
+
+    # -- client --------------------------------------------------------------------------------
+
+    def call(
+        self, invocation: Invocation, loadbalance: str, cluster: str
+    ) -> CallObservation | None:
+        """A logical client call starts (on the caller's thread or task)."""
+        if self._settled:
+            tracer, instruments = self._tracer, self._instruments
+        else:
+            tracer, instruments = self._providers()
+        attached = att.snapshot()
+        if tracer is None:
+            if instruments is None and not attached:
+                return None
+            info = self._methods.get(invocation.service, invocation.method)
+            return _Call(self, info, None, None, None, None, instruments, attached)
+        info = self._methods.get(invocation.service, invocation.method)
+        tracing = self._tracing_for(tracer)
+        parent = otel_context.get_current()
+        parent_sc = trace.get_current_span(parent).get_span_context()
+        if (
+            parent_sc.is_valid
+            and not parent_sc.trace_flags.sampled
+            and (tracing.drop_remote if parent_sc.is_remote else tracing.drop_local)
+        ):
+            # The sampler would drop this call: pass the parent's context on as it is.
+            return _Call(self, info, tracing, None, parent, parent_sc, instruments, attached)
+        span = tracer.start_span(
+            info.name, parent, kind=_CLIENT, attributes=info.call_attrs(loadbalance, cluster)
+        )
+        ctx = _set_span(span, parent)
+        return _Call(self, info, tracing, span, ctx, span.get_span_context(), instruments, attached)
+
+    # -- server --------------------------------------------------------------------------------
+
+    def handle(self, service: str, method: str, context: Any) -> ServerObservation | None:
+        """A call is about to be handled (on the handler's thread or task)."""
+        if self._settled:
+            tracer, instruments = self._tracer, self._instruments
+        else:
+            tracer, instruments = self._providers()
+        metadata = context.invocation_metadata() or ()
+        if tracer is None and instruments is None:
+            incoming = _incoming_attachments(metadata)
+            if not incoming:
+                return None
+            return _Served(self, None, None, None, None, att.enter(incoming))
+        info = self._methods.get(service, method)
+        # One pass over the metadata: trace headers for the propagator, attachments for us.
+        carrier: dict[str, str] = {}
+        mine: list[tuple[str, str | bytes]] | None = None
+        for key, value in metadata:
+            if key.startswith(att.PREFIX):
+                if mine is None:
+                    mine = []
+                mine.append((key, value))
+            elif value.__class__ is str:
+                carrier[key] = value
+        token = att.enter(att.decode(mine) if mine else att.EMPTY)
+        if tracer is None:
+            return _Served(self, info, None, None, instruments, token)
+        tracing = self._tracing_for(tracer)
+        parent = tracing.extract(carrier)
+        parent_sc = trace.get_current_span(parent).get_span_context()
+        if parent_sc.is_valid and not parent_sc.trace_flags.sampled and tracing.drop_remote:
+            # Unsampled upstream and a parent-based sampler: no span, the handler's calls
+            # carry the caller's context on.
+            return _Served(self, info, None, otel_context.attach(parent), instruments, token)
+        host, port = sc.split_peer(context.peer() or "")
+        attrs: dict[str, str | int] = {**info.start, sc.NETWORK_PEER_ADDRESS: host}
+        if port is not None:
+            attrs[sc.NETWORK_PEER_PORT] = port
+        span = tracer.start_span(info.name, parent, kind=_SERVER, attributes=attrs)
+        ctx_token = otel_context.attach(_set_span(span, parent))
+        return _Served(self, info, span, ctx_token, instruments, token)
+
+
+def _incoming_attachments(metadata: Any) -> att.Attachments:
+    mine = [(k, v) for k, v in metadata if k.startswith(att.PREFIX)]
+    return att.decode(mine) if mine else att.EMPTY
+
+
+class _Call:
+    """One observed logical client call; used by one thread or task at a time.
+
+    Attempts usually run one after another (failover); fan-out strategies (forking,
+    hedging, broadcast) keep several open at once. The latest is in ``_attempt``, earlier
+    open ones in ``_open`` by endpoint address.
+    """
+
+    __slots__ = (
+        "_attached",
+        "_attempt",
+        "_attempt_at",
+        "_ctx",
+        "_info",
+        "_instruments",
+        "_observer",
+        "_open",
+        "_recording",
+        "_sc",
+        "_span",
+        "_started",
+        "_tracing",
+    )
+
+    def __init__(
+        self,
+        observer: OtelObserver,
+        info: MethodInfo,
+        tracing: _Tracing | None,
+        span: Span | None,
+        ctx: Context | None,
+        span_context: SpanContext | None,
+        instruments: Instruments | None,
+        attached: att.Attachments,
+    ) -> None:
+        self._observer = observer
+        self._info = info
+        self._tracing = tracing
+        self._span = span
+        self._ctx = ctx
+        self._sc = span_context
+        self._recording = span is not None and span.is_recording()
+        self._attempt: Span | None = None
+        self._attempt_at = ""
+        self._open: dict[str, Span] | None = None
+        self._instruments = instruments
+        self._attached = attached
+        self._started = _clock() if instruments is not None else 0.0
+
+    def attempt(self, endpoint: Endpoint, number: int, metadata: Metadata) -> Metadata:
+        md: list[tuple[str, str | bytes]] = list(metadata)
+        ctx = self._ctx
+        tracing = self._tracing
+        if ctx is not None and tracing is not None:
+            if self._recording:
+                attempt = tracing.tracer.start_span(
+                    self._info.name,
+                    ctx,
+                    kind=_CLIENT,
+                    attributes=self._info.attempt_attrs(endpoint, number),
+                )
+                if self._attempt is not None:  # another one still in flight (fan-out)
+                    if self._open is None:
+                        self._open = {}
+                    self._open[self._attempt_at] = self._attempt
+                self._attempt = attempt
+                self._attempt_at = endpoint.address
+                tracing.inject(md, ctx, attempt.get_span_context(), attempt)
+            elif self._sc is not None and self._sc.is_valid:
+                # Unsampled: no attempt span; the call's context goes out, so downstream
+                # parent-based samplers drop too and the trace id still reaches the logs.
+                tracing.inject(md, ctx, self._sc)
+        if self._attached:
+            md.extend(self._attached.metadata)
+        return md
+
+    def attempt_done(
+        self, code: grpc.StatusCode, details: str, endpoint: Endpoint | None = None
+    ) -> None:
+        """The latest attempt ended — or, when attempts overlap and the driver says which
+        (``endpoint``), that one."""
+        attempt = self._attempt
+        opened = self._open
+        if opened and endpoint is not None and endpoint.address != self._attempt_at:
+            attempt = opened.pop(endpoint.address, None)
+        elif attempt is not None:
+            self._attempt = None
+            if opened:  # an earlier overlapping attempt becomes the latest
+                self._attempt_at, self._attempt = opened.popitem()
+        if attempt is not None:
+            ends = self._observer._ends.client[code]
+            _finish(attempt, ends, code, details, error=code is not _OK)
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        if self._recording:
+            assert self._span is not None
+            self._span.add_event(name, attributes)
+        if self._instruments is not None:
+            self._instruments.event(self._info, name)
+
+    def done(self, code: grpc.StatusCode, details: str) -> None:
+        while self._attempt is not None:
+            # Left open: the losers of a fan-out, cancelled once another attempt won (the
+            # call's own status otherwise).
+            if code is _OK:
+                self.attempt_done(_CANCELLED, "cancelled: another attempt answered first")
+            else:
+                self.attempt_done(code, details)
+        if self._recording:
+            assert self._span is not None
+            ends = self._observer._ends.client[code]
+            _finish(self._span, ends, code, details, error=code is not _OK)
+        if self._instruments is not None:
+            self._instruments.client_done(self._info, code, _clock() - self._started)
+
+    @property
+    def span(self) -> Span | None:
+        """The logical call's span (``None`` or non-recording when not sampled)."""
+        return self._span
+
+
+class _Served:
+    """One observed handled call; finished on the thread or task that created it."""
+
+    __slots__ = (
+        "_att_token",
+        "_ctx_token",
+        "_info",
+        "_instruments",
+        "_observer",
+        "_span",
+        "_started",
+    )
+
+    def __init__(
+        self,
+        observer: OtelObserver,
+        info: MethodInfo | None,
+        span: Span | None,
+        ctx_token: Token[Context] | None,
+        instruments: Instruments | None,
+        att_token: Token[att.Attachments] | None,
+    ) -> None:
+        self._observer = observer
+        self._info = info
+        self._span = span
+        self._ctx_token = ctx_token
+        self._instruments = instruments
+        self._att_token = att_token
+        self._started = _clock() if instruments is not None else 0.0
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        """A provider-side governance decision (rate limited, ...), for drivers that report
+        them; recorded on the server span and counted."""
+        span = self._span
+        if span is not None and span.is_recording():
+            span.add_event(name, attributes)
+        if self._instruments is not None and self._info is not None:
+            self._instruments.event(self._info, name)
+
+    def done(self, code: grpc.StatusCode, details: str) -> None:
+        span = self._span
+        if span is not None:
+            if span.is_recording():
+                ends = self._observer._ends.server[code]
+                _finish(span, ends, code, details, error=code in sc.SERVER_ERRORS)
+            else:
+                span.end()
+        if self._ctx_token is not None:
+            otel_context.detach(self._ctx_token)
+        att.leave(self._att_token)
+        if self._instruments is not None and self._info is not None:
+            self._instruments.server_done(self._info, code, _clock() - self._started)
+
+
+def _finish(
+    span: Span, ends: Mapping[str, Any], code: grpc.StatusCode, details: str, *, error: bool
+) -> None:
+    if code is not _OK:  # spans start with the OK status attributes (MethodInfo.start)
+        span.set_attributes(ends)
+    if error:
+        span.set_status(Status(_ERROR, details or code.name))
+    span.end()
