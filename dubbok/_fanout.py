@@ -86,13 +86,13 @@ def run_fanout(
                 action = fan.failed(endpoint, grpc.StatusCode.CANCELLED, "cancelled")
             except grpc.RpcError as exc:
                 if obs is not None:
-                    obs.attempt_done(exc.code(), exc.details() or "")
+                    obs.attempt_done(exc.code(), exc.details() or "", endpoint)
                 action = fan.failed(endpoint, exc.code(), exc.details())
                 if action is Action.FAIL:
                     raise fan.error() from exc
             else:
                 if obs is not None:
-                    obs.attempt_done(_OK, "")
+                    obs.attempt_done(_OK, "", endpoint)
                 if plan.policy.latency is not None:
                     plan.policy.latency.record(time.monotonic() - started)
                 action = fan.succeeded(endpoint, result)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._gauges import directory_size
 from .balancer import Balancer
 from .core import MethodPolicy, Route
 from .endpoint import Endpoint
@@ -126,6 +127,7 @@ class Directory:
             gov.detector.retain(wanted)
         self.route = self._build(usable, len(endpoints))
         self._publish(self.route)
+        directory_size(self._options.service, len(usable))
         log.debug(
             "%s: %d endpoint(s) discovered, %d usable",
             self._options.service,

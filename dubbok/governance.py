@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ._gauges import MetricsBreakerListener
 from .breaker import (
     BreakerListener,
     BreakerPolicy,
@@ -68,7 +69,7 @@ class Governance:
         self._lock = threading.Lock()
         self.version = 0
         self.on_change: Callable[[], None] | None = None
-        listeners = listeners or (LoggingListener(),)
+        listeners = listeners or (LoggingListener(), MetricsBreakerListener(service))
         self.detector: OutlierDetector | None = None
         self.breakers: dict[str, MethodBreaker] = {}
         if breaker is not None and breaker.instance is not None:

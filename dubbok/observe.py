@@ -6,7 +6,7 @@ install their own (``App(observer=...)``).
 
 Client side, per logical call::
 
-    obs = observer.call(invocation, route)          # None: not observed (e.g. not sampled)
+    obs = observer.call(invocation, loadbalance, cluster)   # None: not observed
     for each attempt:
         metadata = obs.attempt(endpoint, number, metadata)   # may add trace headers
         obs.attempt_done(code, details)
@@ -41,8 +41,11 @@ class CallObservation(Protocol):
     def attempt(self, endpoint: Endpoint, number: int, metadata: Metadata) -> Metadata:
         """An attempt starts; return the metadata to send (e.g. with trace context)."""
 
-    def attempt_done(self, code: grpc.StatusCode, details: str) -> None:
-        """The current attempt ended with this status."""
+    def attempt_done(
+        self, code: grpc.StatusCode, details: str, endpoint: Endpoint | None = None
+    ) -> None:
+        """An attempt ended with this status; ``endpoint`` names it when several attempts
+        overlap (forking, broadcast, hedging)."""
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         """A governance decision: retry, failover, breaker_open, fallback, ..."""
@@ -53,6 +56,9 @@ class CallObservation(Protocol):
 
 class ServerObservation(Protocol):
     """One handled server call."""
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        """A governance decision on the provider side (``rate_limited``)."""
 
     def done(self, code: grpc.StatusCode, details: str) -> None: ...
 

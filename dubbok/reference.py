@@ -20,7 +20,7 @@ from ._fanout import Failback, run_fanout
 from .cluster import FailoverPolicy
 from .core import CallPlan, Recovery, Route
 from .degrade import DegradedCall
-from .errors import DubbokError, RpcError
+from .errors import CircuitOpenError, DubbokError, RpcError
 from .governance import Governance
 from .invocation import Metadata
 from .observe import CallObservation, Observer
@@ -260,6 +260,8 @@ class Reference:
                 )
         except DubbokError as error:
             plan.finish(error)
+            if obs is not None and isinstance(error, CircuitOpenError):
+                obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
             if self._refresh is not None and plan.all_failing():
                 self._refresh()
             recovery = plan.recover(error)
@@ -270,6 +272,8 @@ class Reference:
             return self._recovered(recovery, request, obs, with_call, info, metadata)
         except BaseException as error:
             plan.finish(error)
+            if obs is not None:  # cancelled (or interrupted): the call's span still ends
+                obs.done(grpc.StatusCode.CANCELLED, type(error).__name__)
             raise
         if forced is not None:
             return self._recovered(forced, request, obs, with_call, info, metadata)

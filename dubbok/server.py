@@ -25,7 +25,7 @@ from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
 from .limit import AdaptiveLimitPolicy, Admission, LimitPolicy, MethodGuard, MethodLimits
-from .observe import Observer
+from .observe import Observer, ServerObservation
 from .routing.tag import TAG_HEADER, enter_tag, leave_tag
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
@@ -123,10 +123,12 @@ def leave_call(tokens: CallTokens) -> None:
         leave_tag(tag)
 
 
-def admit(guard: MethodGuard, context: Any) -> Admission:
+def admit(guard: MethodGuard, context: Any, obs: ServerObservation | None) -> Admission:
     """Ask the method's limits; refuse the call (``context.abort``) when one is reached."""
     admission = guard.enter()
     if not admission:
+        if obs is not None:
+            obs.event("rate_limited", {"dubbok.limit": admission.rejection})
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection)
     return admission
 
@@ -154,7 +156,7 @@ def _wrap_unary_response(
         try:
             guard = box.guard
             if guard is not None:
-                admission = admit(guard, context)
+                admission = admit(guard, context, obs)
                 started = time.monotonic()
             reply = behavior(request, context)
         except BaseException as exc:
@@ -188,7 +190,7 @@ def _wrap_stream_response(
         try:
             guard = box.guard
             if guard is not None:
-                admission = admit(guard, context)
+                admission = admit(guard, context, obs)
                 started = time.monotonic()
             yield from behavior(request, context)
         except BaseException as exc:

@@ -82,7 +82,7 @@ async def run_fanout_async(
                 exc = task.exception()
                 if isinstance(exc, grpc.RpcError):
                     if obs is not None:
-                        obs.attempt_done(exc.code(), exc.details() or "")
+                        obs.attempt_done(exc.code(), exc.details() or "", endpoint)
                     action = fan.failed(endpoint, exc.code(), exc.details())
                     if action is Action.FAIL:
                         raise fan.error() from exc
@@ -90,7 +90,7 @@ async def run_fanout_async(
                     raise exc
                 else:
                     if obs is not None:
-                        obs.attempt_done(_OK, "")
+                        obs.attempt_done(_OK, "", endpoint)
                     if plan.policy.latency is not None:
                         plan.policy.latency.record(time.monotonic() - started)
                     action = fan.succeeded(endpoint, task.result())

@@ -15,7 +15,7 @@ import grpc
 
 from ..cluster import FailoverPolicy
 from ..core import CallPlan, Recovery, Route
-from ..errors import DubbokError
+from ..errors import CircuitOpenError, DubbokError
 from ..governance import Governance
 from ..invocation import Metadata
 from ..observe import CallObservation, Observer
@@ -257,6 +257,8 @@ class AsyncReference:
                 )
         except DubbokError as error:
             plan.finish(error)
+            if obs is not None and isinstance(error, CircuitOpenError):
+                obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
             if self._refresh is not None and plan.all_failing():
                 self._refresh()
             recovery = plan.recover(error)
@@ -267,6 +269,8 @@ class AsyncReference:
             return await self._recovered(recovery, request, obs, info, metadata)
         except BaseException as error:
             plan.finish(error)
+            if obs is not None:  # cancelled (or interrupted): the call's span still ends
+                obs.done(grpc.StatusCode.CANCELLED, type(error).__name__)
             raise
         if forced is not None:
             return await self._recovered(forced, request, obs, info, metadata)

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from ..limit import Admission, LimitPolicy, MethodGuard
-from ..observe import Observer
+from ..observe import Observer, ServerObservation
 from ..server import (
     DEFAULT_SERVER_OPTIONS,
     REJECTED_PREFIX,
@@ -28,9 +28,11 @@ from ..server import (
 __all__ = ["export_async", "new_async_server"]
 
 
-async def _admit(guard: MethodGuard, context: Any) -> Admission:
+async def _admit(guard: MethodGuard, context: Any, obs: ServerObservation | None) -> Admission:
     admission = guard.enter()
     if not admission:
+        if obs is not None:
+            obs.event("rate_limited", {"dubbok.limit": admission.rejection})
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection
         )
@@ -52,7 +54,7 @@ def _wrap_unary_response(
         try:
             guard = box.guard
             if guard is not None:
-                admission = await _admit(guard, context)
+                admission = await _admit(guard, context, obs)
                 started = time.monotonic()
             reply = await behavior(request, context)
         except BaseException as exc:
@@ -86,7 +88,7 @@ def _wrap_stream_response(
         try:
             guard = box.guard
             if guard is not None:
-                admission = await _admit(guard, context)
+                admission = await _admit(guard, context, obs)
                 started = time.monotonic()
             result = behavior(request, context)
             if inspect.isasyncgen(result):

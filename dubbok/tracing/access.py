@@ -174,6 +174,9 @@ class _Served:
         self._wall = time.time()
         self._started = _clock()
 
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        pass  # the access log records calls, not governance events
+
     def done(self, code: grpc.StatusCode, details: str) -> None:
         # Runs before the tracing observer's done (composite order): its span is current.
         self._log._write(

@@ -75,7 +75,7 @@ class _Calls:
             if endpoint is None:
                 obs.attempt_done(code, details)
             else:  # an observer that takes the endpoint of overlapping attempts
-                obs.attempt_done(code, details, endpoint)  # type: ignore[call-arg]
+                obs.attempt_done(code, details, endpoint)
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         for obs in self._each:

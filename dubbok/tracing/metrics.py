@@ -266,8 +266,19 @@ def unregister_gauge(name: str) -> None:
     REGISTRY.unregister(name)
 
 
+_PUSHED: dict[str, GaugeValues] = {}
+_PUSHED_LOCK = threading.Lock()
+
+
 def gauge_values(name: str, description: str = "", unit: str = "") -> GaugeValues:
-    """Register gauge ``name`` fed by pushes, and return the object to push to."""
-    values = GaugeValues()
-    REGISTRY.register(name, values, description=description, unit=unit)
-    return values
+    """The pushed gauge ``name`` (registered on first use): call ``set`` on what it returns.
+
+    The same object comes back for the same name, so the series pushed by different parts
+    of the process add up in one gauge.
+    """
+    with _PUSHED_LOCK:
+        values = _PUSHED.get(name)
+        if values is None:
+            values = _PUSHED[name] = GaugeValues()
+            REGISTRY.register(name, values, description=description, unit=unit)
+        return values
