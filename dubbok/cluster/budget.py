@@ -62,10 +62,10 @@ class RetryBudget:
             self._last = now
 
     def deposit(self) -> None:
-        """One original call was made."""
-        with self._lock:
-            self._refill(self._clock())
-            self._balance = min(self.cap, self._balance + self.ratio)
+        """One original call was made. No lock: this runs on every call, and a deposit
+        lost to a race only makes the budget a little stricter."""
+        balance = self._balance + self.ratio
+        self._balance = balance if balance < self.cap else self.cap
 
     def try_withdraw(self) -> bool:
         """May one retry or hedge be made? Takes a token if so."""
