@@ -185,6 +185,7 @@ class CallPlan:
         "budget_refused",
         "candidates",
         "deadline",
+        "events",
         "invocation",
         "outgoing",
         "policy",
@@ -225,6 +226,8 @@ class CallPlan:
         self._picker: Picker | None = None
         self.candidates = len(route.endpoints)
         self._admitted = 0  # bit 1: bulkhead held, 2: actives held, 4: breaker allowed
+        # Breaker transitions this call caused, for the observer (span events); rare.
+        self.events: list[tuple[str, dict[str, object]]] | None = None
         self.budget_refused = False
         if policy.budget is not None:
             policy.budget.deposit()
@@ -248,7 +251,11 @@ class CallPlan:
             self._admitted |= 2
         breaker = policy.breaker
         if breaker is not None:
-            if not breaker.allow():
+            before = breaker.state
+            allowed = breaker.allow()
+            if breaker.state is not before:
+                self._transition("breaker", before, breaker.state, breaker.reason)
+            if not allowed:
                 self._release()
                 raise breaker.open_error()
             self._admitted |= 4
@@ -335,7 +342,11 @@ class CallPlan:
         now = self._clock()
         detector = self.route.detector
         if detector is not None:
+            before = detector.state(endpoint.address)
             detector.record(endpoint.address, verdict, now)
+            after = detector.state(endpoint.address)
+            if after is not before:
+                self._transition("endpoint", before, after, text, endpoint.address)
         if len(self.attempts) >= self.policy.max_attempts:
             return False
         if not self.policy.cluster.retry(verdict, self.policy.idempotent):
@@ -371,9 +382,29 @@ class CallPlan:
         admitted = self._admitted
         if admitted & 3:
             self._release()
-        if admitted & 4 and self.policy.breaker is not None:
+        breaker = self.policy.breaker
+        if admitted & 4 and breaker is not None:
             self._admitted = 0
-            self.policy.breaker.record(_verdict_of(error), self._clock() - self._started)
+            before = breaker.state
+            breaker.record(_verdict_of(error), self._clock() - self._started)
+            if breaker.state is not before:
+                self._transition("breaker", before, breaker.state, breaker.reason)
+
+    def _transition(
+        self, level: str, old: object, new: object, reason: str, address: str = ""
+    ) -> None:
+        name = {"open": "opened", "half-open": "half_opened", "closed": "closed"}.get(
+            getattr(new, "value", ""), "changed"
+        )
+        attributes: dict[str, object] = {"dubbok.breaker.reason": reason}
+        if address:
+            attributes["server.address"] = address
+            event = "endpoint_ejected" if name == "opened" else f"endpoint_{name}"
+        else:
+            event = f"breaker_{name}"
+        if self.events is None:
+            self.events = []
+        self.events.append((event, attributes))
 
     def recover(self, error: BaseException) -> Recovery | None:
         """A fail-mode degrade rule or a fallback for this error, if it warrants one.

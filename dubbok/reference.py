@@ -260,6 +260,9 @@ class Reference:
                 )
         except DubbokError as error:
             plan.finish(error)
+            if obs is not None and plan.events:
+                for name, attributes in plan.events:
+                    obs.event(name, attributes)
             if obs is not None and isinstance(error, CircuitOpenError):
                 obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
             if self._refresh is not None and plan.all_failing():
@@ -279,6 +282,9 @@ class Reference:
             return self._recovered(forced, request, obs, with_call, info, metadata)
         plan.finish(None)
         if obs is not None:
+            if plan.events:
+                for name, attributes in plan.events:
+                    obs.event(name, attributes)
             obs.done(_OK, "")
         return result
 
