@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -111,6 +112,7 @@ class EtcdClient:
         self.settings = settings
         self._lock = threading.Lock()
         self._inner: Any = None
+        self._keepalive = _KeepAliveStream()
         self._closed = False
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.secure:
@@ -233,6 +235,7 @@ class EtcdClient:
 
     def close(self) -> None:
         """Close every channel. Idempotent; never raises."""
+        self._keepalive.reset()
         with self._lock:
             self._closed = True
             inner, self._inner = self._inner, None
@@ -318,14 +321,25 @@ class EtcdClient:
         return result
 
     def refresh_lease(self, lease_id: int) -> int:
-        """Keep a lease alive once; the TTL it now has, 0 when the lease is gone."""
+        """Keep a lease alive once; the TTL it now has, 0 when the lease is gone.
 
-        def run(c: Any) -> int:
-            responses = list(c.refresh_lease(lease_id))
-            return int(responses[0].TTL) if responses else 0
-
-        result: int = self._call(f"refreshing lease {lease_id:x}", run)
-        return result
+        Every refresh of this client goes over one long-lived ``LeaseKeepAlive`` stream
+        (re-opened when it breaks), not a new RPC each time.
+        """
+        what = f"refreshing lease {lease_id:x}"
+        for attempt in range(2):
+            inner = self._connect_or_raise(what)
+            try:
+                return self._keepalive.refresh(inner, lease_id, self.settings.timeout)
+            except Exception as exc:
+                self._keepalive.reset()
+                if attempt == 0 and _is_auth_expiry(exc):
+                    self._reset(inner)
+                    continue
+                if attempt == 0 and (isinstance(exc, EOFError) or _is_unavailable(exc)):
+                    continue  # a stream broken by an etcd restart: open a new one once
+                raise self._translate(what, exc) from exc
+        raise AssertionError("unreachable")
 
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke a lease, deleting every key on it. A lease already gone is not an error."""
@@ -577,3 +591,78 @@ def _event(e: Any) -> WatchEvent:
     if e.type == kv_pb2.Event.DELETE:
         return WatchEvent(key, None, int(e.kv.mod_revision))
     return WatchEvent(key, bytes(e.kv.value), int(e.kv.mod_revision))
+
+
+class _KeepAliveStream:
+    """One ``LeaseKeepAlive`` bidi stream shared by a client's refreshes.
+
+    ``refresh`` sends one request and waits (bounded by the client timeout) for its
+    response, which a reader thread takes off the stream. Any failure resets the stream; the
+    next refresh opens a new one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inner: Any = None
+        self._call: Any = None
+        self._requests: queue.SimpleQueue[Any] | None = None
+        self._responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def _open(self, inner: Any) -> None:
+        requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def send() -> Iterator[Any]:
+            while True:
+                item = requests.get()
+                if item is None:
+                    return
+                yield item
+
+        stub = etcdrpc.LeaseStub(inner.channel)
+        call = stub.LeaseKeepAlive(
+            send(), credentials=inner.call_credentials, metadata=inner.metadata
+        )
+
+        def read() -> None:
+            try:
+                for response in call:
+                    responses.put(response)
+                responses.put(EOFError("the keep-alive stream ended"))
+            except Exception as exc:  # the stream broke: the waiting refresh hears of it
+                responses.put(exc)
+
+        threading.Thread(target=read, name="dubbok-etcd-keepalive", daemon=True).start()
+        self._inner, self._call, self._requests, self._responses = (
+            inner,
+            call,
+            requests,
+            responses,
+        )
+
+    def refresh(self, inner: Any, lease_id: int, timeout: float) -> int:
+        with self._lock:
+            if self._call is None or self._inner is not inner:
+                self.reset_locked()
+                self._open(inner)
+            assert self._requests is not None
+            self._requests.put(etcdrpc.LeaseKeepAliveRequest(ID=lease_id))
+            try:
+                item = self._responses.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no keep-alive answer within {timeout:g} s") from None
+            if isinstance(item, BaseException):
+                raise item
+            return int(item.TTL)
+
+    def reset_locked(self) -> None:
+        call, requests = self._call, self._requests
+        self._inner = self._call = self._requests = None
+        if requests is not None:
+            requests.put(None)
+        if call is not None:
+            call.cancel()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.reset_locked()
