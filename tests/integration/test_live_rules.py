@@ -177,3 +177,28 @@ def test_provider_limits_change_live(url: str, store: ConfigStore) -> None:
             return False
 
         assert poll(refused, timeout=10)
+
+
+def test_app_config_gets_watches_and_binds_the_apps_settings(url: str, store: ConfigStore) -> None:
+    from pydantic import BaseModel
+
+    class Db(BaseModel):
+        host: str = "localhost"
+        pool_size: int = 4
+
+    store.put("global/db", "host: db.global\npool_size: 5\n")
+    with dubbok.App("shop", registry=url) as app:
+        assert app.config.get("db/pool_size", 1, type=int) == 5
+        db = app.config.bind(Db, "db")
+        assert db.value.host == "db.global"
+        seen: list[object] = []
+        app.config.watch("db/pool_size", seen.append, type=int)
+        store.put("apps/shop/db/pool_size", "20")  # the app's scope beats the global one
+        assert poll(lambda: db.value.pool_size == 20)
+        assert poll(lambda: 20 in seen)
+        assert db.value.host == "db.global"
+
+
+def test_an_app_without_a_registry_has_no_config_center() -> None:
+    with dubbok.App("plain") as app, pytest.raises(dubbok.ConfigurationError, match="registry"):
+        _ = app.config
