@@ -47,15 +47,23 @@ def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcE
 class ResponseStream:
     """The responses of a server-streaming call; grpc errors surface as :class:`RpcError`."""
 
-    __slots__ = ("_address", "_call", "_conn", "_done", "_info", "_route")
+    __slots__ = ("_address", "_call", "_conn", "_done", "_info", "_obs", "_route")
 
-    def __init__(self, call: Any, route: Route, info: MethodInfo, conn: Any) -> None:
+    def __init__(
+        self,
+        call: Any,
+        route: Route,
+        info: MethodInfo,
+        conn: Any,
+        obs: CallObservation | None = None,
+    ) -> None:
         self._call = call
         self._route = route
         self._info = info
         self._conn = conn
         self._address: str = conn.address
         self._done = False
+        self._obs = obs
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -64,19 +72,23 @@ class ResponseStream:
         try:
             return next(self._call)
         except StopIteration:
-            self._finish()
+            self._finish(_OK, "")
             raise
         except grpc.RpcError as exc:
-            self._finish()
+            self._finish(exc.code(), exc.details() or "")
             raise _wrap_rpc_error(self._route, self._info, self._address, exc) from exc
 
-    def _finish(self) -> None:
+    def _finish(self, code: grpc.StatusCode, details: str) -> None:
         if not self._done:
             self._done = True
             self._conn.done()
+            obs = self._obs
+            if obs is not None:
+                obs.attempt_done(code, details)
+                obs.done(code, details)
 
     def cancel(self) -> bool:
-        self._finish()
+        self._finish(grpc.StatusCode.CANCELLED, "cancelled by the caller")
         return bool(self._call.cancel())
 
     def initial_metadata(self) -> Any:
@@ -423,12 +435,17 @@ class Reference:
             raise
         conn: Any = route.connections[endpoint.address]
         mc = conn.multicallable(info)
+        md = plan.outgoing or metadata
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        if obs is not None:
+            md = obs.attempt(endpoint, 1, md or ())
         conn.active += 1
         try:
             call = mc(
                 request,
                 timeout=remaining,
-                metadata=plan.outgoing or metadata,
+                metadata=md,
                 credentials=credentials,
                 wait_for_ready=wait_for_ready,
                 compression=compression,
@@ -438,15 +455,23 @@ class Reference:
             plan.failed(endpoint, exc.code(), exc.details())
             failure = plan.error()
             plan.finish(failure)
+            if obs is not None:
+                obs.attempt_done(exc.code(), exc.details() or "")
+                obs.done(failure.code, failure.details)
             raise failure from exc
         except BaseException as exc:
             conn.done()
             plan.finish(exc)
+            if obs is not None:
+                obs.done(grpc.StatusCode.CANCELLED, type(exc).__name__)
             raise
         plan.succeeded(endpoint)
         plan.finish(None)
         if info.kind is MethodKind.STREAM_UNARY:
             # The sync stream-unary call returned its response: the call is over.
             conn.done()
+            if obs is not None:
+                obs.attempt_done(_OK, "")
+                obs.done(_OK, "")
             return call
-        return ResponseStream(call, route, info, conn)
+        return ResponseStream(call, route, info, conn, obs)

@@ -32,18 +32,33 @@ _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
 
 
+def finish_observation(obs: CallObservation | None, code: grpc.StatusCode, details: str) -> None:
+    """End a stream's attempt and call observation (once the stream is over)."""
+    if obs is not None:
+        obs.attempt_done(code, details)
+        obs.done(code, details)
+
+
 class AsyncResponseStream:
     """The responses of a server- or bidi-streaming call, as an async iterator."""
 
-    __slots__ = ("_call", "_conn", "_done", "_info", "_iter", "_route")
+    __slots__ = ("_call", "_conn", "_done", "_info", "_iter", "_obs", "_route")
 
-    def __init__(self, call: Any, route: Route, info: MethodInfo, conn: Any) -> None:
+    def __init__(
+        self,
+        call: Any,
+        route: Route,
+        info: MethodInfo,
+        conn: Any,
+        obs: CallObservation | None = None,
+    ) -> None:
         self._call = call
         self._route = route
         self._info = info
         self._conn = conn
         self._iter: Any = None
         self._done = False
+        self._obs = obs
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -54,16 +69,17 @@ class AsyncResponseStream:
         try:
             return await self._iter.__anext__()
         except StopAsyncIteration:
-            self._finish()
+            self._finish(_OK, "")
             raise
         except grpc.RpcError as exc:
-            self._finish()
+            self._finish(exc.code(), exc.details() or "")
             raise _wrap_rpc_error(self._route, self._info, self._conn.address, exc) from exc
 
-    def _finish(self) -> None:
+    def _finish(self, code: grpc.StatusCode, details: str) -> None:
         if not self._done:
             self._done = True
             self._conn.done()
+            finish_observation(self._obs, code, details)
 
     async def write(self, request: Any) -> None:
         await self._call.write(request)
@@ -72,7 +88,7 @@ class AsyncResponseStream:
         await self._call.done_writing()
 
     def cancel(self) -> bool:
-        self._finish()
+        self._finish(grpc.StatusCode.CANCELLED, "cancelled by the caller")
         return bool(self._call.cancel())
 
     async def initial_metadata(self) -> Any:
@@ -122,7 +138,7 @@ class _StreamUnary(_Method):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        route, conn, call = self._ref._start(
+        route, conn, call, obs = self._ref._start(
             self._info,
             request_iterator,
             timeout,
@@ -132,11 +148,17 @@ class _StreamUnary(_Method):
             compression,
         )
         try:
-            return await call
+            reply = await call
         except grpc.RpcError as exc:
+            finish_observation(obs, exc.code(), exc.details() or "")
             raise _wrap_rpc_error(route, self._info, conn.address, exc) from exc
+        except BaseException as exc:
+            finish_observation(obs, grpc.StatusCode.CANCELLED, type(exc).__name__)
+            raise
         finally:
             conn.done()
+        finish_observation(obs, _OK, "")
+        return reply
 
 
 class _ResponseStreaming(_Method):
@@ -151,10 +173,10 @@ class _ResponseStreaming(_Method):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> AsyncResponseStream:
-        route, conn, call = self._ref._start(
+        route, conn, call, obs = self._ref._start(
             self._info, request, timeout, metadata, credentials, wait_for_ready, compression
         )
-        return AsyncResponseStream(call, route, self._info, conn)
+        return AsyncResponseStream(call, route, self._info, conn, obs)
 
 
 _KINDS: dict[MethodKind, type[_Method]] = {
@@ -393,7 +415,7 @@ class AsyncReference:
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
-    ) -> tuple[Route, Any, Any]:
+    ) -> tuple[Route, Any, Any, CallObservation | None]:
         """Pick one endpoint and start a streaming call on it (never retried)."""
         route = self._route
         assert route is not None
@@ -411,13 +433,18 @@ class AsyncReference:
         conn: Any = route.connections[endpoint.address]
         mc = conn.multicallable(info)
         args = () if request is None and info.kind is MethodKind.STREAM_STREAM else (request,)
+        md = plan.outgoing or metadata
+        observer = self._observer
+        obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        if obs is not None:
+            md = obs.attempt(endpoint, 1, md or ())
         call = mc(
             *args,
             timeout=remaining,
-            metadata=plan.outgoing or metadata,
+            metadata=md,
             credentials=credentials,
             wait_for_ready=wait_for_ready,
             compression=compression,
         )
         conn.active += 1
-        return route, conn, call
+        return route, conn, call, obs
