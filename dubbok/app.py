@@ -105,6 +105,7 @@ class _AppBase:
         limits: LimitPolicy | Mapping[str, Any] | None = None,
         snapshot_dir: str | os.PathLike[str] | None = None,
         config: bool | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("an App needs a name, e.g. App('greeter-provider')")
@@ -125,6 +126,8 @@ class _AppBase:
         self._server_options = server_options
         self._channel_options = channel_options
         self._channel_credentials = channel_credentials
+        if metrics_port is not None:
+            observer = self._serve_metrics(name, metrics_port, observer)
         self.observer: Observer | None = default_observer() if observer == "default" else observer
         self.limits = (
             limits
@@ -153,6 +156,34 @@ class _AppBase:
         self._exported: list[ExportedService] = []
         self._announced: list[tuple[str, Endpoint]] = []
         self.port: int | None = None
+
+    @staticmethod
+    def _serve_metrics(
+        name: str, port: int, observer: Observer | Literal["default"] | None
+    ) -> Observer | Literal["default"] | None:
+        """``App(metrics_port=...)``: serve dubbok's metrics for Prometheus at that port.
+
+        Tracing stays as the application set it up; when it set up none, spans are only
+        made for calls whose caller sampled them (parent-based, never a new trace).
+        """
+        try:
+            from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+        except ImportError:
+            raise ConfigurationError(
+                "metrics_port needs the OpenTelemetry SDK and Prometheus exporter: "
+                "pip install 'dubbok[prometheus]'"
+            ) from None
+
+        from .tracing import configure
+
+        configured = configure(
+            service_name=name,
+            exporter=None,
+            sampler=ParentBased(ALWAYS_OFF),
+            metrics_exporter="prometheus",
+            prometheus_port=port,
+        )
+        return configured if observer == "default" else observer
 
     @property
     def config(self) -> ConfigCenter:
