@@ -24,7 +24,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,31 @@ __all__ = [
     "free_port",
     "serve_provider",
     "serve_provider_async",
+    "wait_until",
 ]
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 5.0,
+    *,
+    interval: float = 0.01,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return whether it
+    became true. Exceptions of the ``ignore`` types count as "not yet". For tests: wait on a
+    condition with a deadline instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        try:
+            if predicate():
+                return True
+        except ignore:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(interval)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from dubbok.testing import (
     Provider,
     serve_provider,
     serve_provider_async,
+    wait_until,
 )
 from dubbok.testing.dns import DnsServer
 from dubbok.testing.pb import echo_pb2, echo_pb2_grpc
@@ -28,12 +28,7 @@ NAME = "greeter.shop.svc.cluster.local"
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.02)
-    return False
+    return wait_until(predicate, timeout)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 import dubbok
-from dubbok.testing import EchoServicer, Provider, serve_provider
+from dubbok.testing import EchoServicer, Provider, serve_provider, wait_until
 from dubbok.testing.etcd import EtcdServer
 from dubbok.testing.pb import echo_pb2, echo_pb2_grpc
 
@@ -21,12 +20,7 @@ SERVICE = "dubbok.testing.v1.Echo"
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.02)
-    return False
+    return wait_until(predicate, timeout)
 
 
 def url(etcd: EtcdServer, namespace: str = "shop") -> str:

@@ -21,6 +21,7 @@ from dubbok.testing import (
     Provider,
     serve_provider,
     serve_provider_async,
+    wait_until,
 )
 from dubbok.testing.pb import echo_pb2, echo_pb2_grpc
 
@@ -32,12 +33,7 @@ def req(**kw: object) -> echo_pb2.EchoRequest:
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.01)
-    return False
+    return wait_until(predicate, timeout)
 
 
 class Behaving(EchoServicer):

@@ -6,7 +6,6 @@ import contextlib
 import itertools
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -15,7 +14,7 @@ import pytest
 
 import dubbok
 from dubbok.config import ConfigStore
-from dubbok.testing import EchoServicer, Provider, serve_provider
+from dubbok.testing import EchoServicer, Provider, serve_provider, wait_until
 from dubbok.testing.etcd import EtcdServer
 from dubbok.testing.pb import echo_pb2, echo_pb2_grpc
 
@@ -29,15 +28,7 @@ def req(**kw: object) -> echo_pb2.EchoRequest:
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except dubbok.DubbokError:
-            pass
-        threading.Event().wait(0.01)
-    return False
+    return wait_until(predicate, timeout, ignore=(dubbok.DubbokError,))
 
 
 @pytest.fixture(scope="module")
