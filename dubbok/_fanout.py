@@ -26,8 +26,6 @@ __all__ = ["Failback", "run_fanout"]
 
 log = logging.getLogger("dubbok.cluster")
 
-_OK = grpc.StatusCode.OK
-
 
 def run_fanout(
     plan: CallPlan,
@@ -48,18 +46,8 @@ def run_fanout(
     def launch(launches: list[tuple[Endpoint, float | None]]) -> None:
         for endpoint, timeout in launches:
             conn: Any = route.connections[endpoint.address]
-            md = metadata
-            if fan.kind == "hedging":
-                md = plan.metadata(metadata or ())
-            if obs is not None:
-                md = obs.attempt(endpoint, len(plan.tried), md or ())
-                if len(plan.tried) > 1:
-                    obs.event(
-                        fan.kind,
-                        {"dubbok.attempt": len(plan.tried), "server.address": endpoint.host},
-                    )
+            md, started = fan.start(endpoint, metadata, obs)
             conn.active += 1
-            started = time.monotonic()
             future = conn.multicallable(info).future(
                 request, timeout=timeout, metadata=md, **call_options
             )
@@ -82,32 +70,15 @@ def run_fanout(
             entry[1].done()
             try:
                 result = future.result()
-            except grpc.FutureCancelledError:
-                action = fan.failed(endpoint, grpc.StatusCode.CANCELLED, "cancelled")
-            except grpc.RpcError as exc:
-                if obs is not None:
-                    obs.attempt_done(exc.code(), exc.details() or "", endpoint)
-                action = fan.failed(endpoint, exc.code(), exc.details())
-                if action is Action.FAIL:
+            except (grpc.RpcError, grpc.FutureCancelledError) as exc:
+                if fan.failed(endpoint, exc, started, obs) is Action.FAIL:
                     raise fan.error() from exc
             else:
-                if obs is not None:
-                    obs.attempt_done(_OK, "", endpoint)
-                if plan.policy.latency is not None:
-                    plan.policy.latency.record(time.monotonic() - started)
-                action = fan.succeeded(endpoint, result)
+                action = fan.succeeded(endpoint, result, started, obs)
                 if action is Action.DONE:
-                    if obs is not None and len(plan.tried) > 1 and fan.kind == "hedging":
-                        obs.event(
-                            "hedge_won",
-                            {
-                                "server.address": endpoint.host,
-                                "dubbok.attempt": plan.tried.index(endpoint.address) + 1,
-                            },
-                        )
                     return (result, future) if with_call else result
-            if action is Action.FAIL:
-                raise fan.error()
+                if action is Action.FAIL:  # broadcast: the last one in, after a failure
+                    raise fan.error()
             launch(fan.pending())
     finally:
         for future, conn in in_flight.values():

@@ -44,8 +44,10 @@ from .errors import (
     RpcError,
 )
 from .invocation import Clock, Deadline, Invocation, Metadata
+from .observe import CallObservation
 from .outcome import Verdict, classify, counts_as_failure
 from .routing.tag import TAG_HEADER, current_tag
+from .transport import attempt_status
 
 if TYPE_CHECKING:  # the breaker and limit packages load when a reference first needs them
     from .breaker import MethodBreaker, OutlierDetector
@@ -146,6 +148,20 @@ class Recovery:
         self.function = function
         self.default = default
         self.requeue = requeue
+
+    def announce(self, obs: CallObservation | None) -> None:
+        """Tell the observer the call is being answered in place of the provider."""
+        if obs is not None:
+            obs.event("fallback", {"dubbok.degrade.reason": self.reason})
+
+    @staticmethod
+    def settled(obs: CallObservation | None, error: DubbokError | None) -> None:
+        """The degraded answer is out (``error``: the fallback or rule raised it)."""
+        if obs is not None:
+            if error is None:
+                obs.done(grpc.StatusCode.OK, "")
+            else:
+                obs.done(error.code, error.message)
 
     def value(self) -> object:
         """The mock answer; raises the rule's status as an :class:`RpcError` for ``throw``."""
@@ -438,6 +454,104 @@ class CallPlan:
                 f"fallback on {policy.method}: {_brief(error)}", error, function=policy.fallback
             )
         return None
+
+    # -- the driver's side: one attempt, then the whole call ------------------------------
+
+    def start_attempt(
+        self,
+        endpoint: Endpoint,
+        metadata: Metadata | None,
+        obs: CallObservation | None,
+        *,
+        retry_header: bool = True,
+    ) -> tuple[Metadata | None, float]:
+        """What to send with the attempt ``next`` just chose, and when it started.
+
+        Retries (and hedges) say so in ``x-dubbok-attempt`` unless ``retry_header`` is off
+        (forking and broadcast send parallel firsts, not retries); the observer adds its
+        trace context; a load-tracking balancer hears of the start.
+        """
+        md = metadata if len(self.tried) == 1 or not retry_header else self.metadata(metadata or ())
+        if obs is not None:
+            md = obs.attempt(endpoint, len(self.tried), md or ())
+        balancer = self.route.balancer
+        if balancer.tracks_load:
+            balancer.started(endpoint)
+        return md, self._clock()
+
+    def attempt_failed(
+        self,
+        endpoint: Endpoint,
+        exc: BaseException,
+        started: float,
+        obs: CallObservation | None,
+    ) -> bool:
+        """Record a failed attempt everywhere it counts; ``True`` to make another."""
+        code, details = attempt_status(exc)
+        balancer = self.route.balancer
+        if balancer.tracks_load:
+            balancer.finished(endpoint, self._clock() - started, classify(code, details))
+        if obs is not None:
+            obs.attempt_done(code, details or "", endpoint)
+        retry = self.failed(endpoint, code, details)
+        if retry and obs is not None:
+            obs.event(
+                "retry",
+                {
+                    "dubbok.attempt": len(self.attempts) + 1,
+                    "dubbok.failed_endpoint": endpoint.address,
+                    "rpc.grpc.status_code": code.value[0],
+                },
+            )
+        return retry
+
+    def attempt_succeeded(
+        self, endpoint: Endpoint, started: float, obs: CallObservation | None
+    ) -> None:
+        """Record a successful attempt: ejection state, balancer, latency estimate, observer."""
+        latency = self._clock() - started
+        self.succeeded(endpoint)
+        balancer = self.route.balancer
+        if balancer.tracks_load:
+            balancer.finished(endpoint, latency, Verdict.OK)
+        if self.policy.latency is not None:
+            self.policy.latency.record(latency)
+        if obs is not None:
+            obs.attempt_done(grpc.StatusCode.OK, "", endpoint)
+
+    def conclude(
+        self,
+        error: BaseException | None,
+        obs: CallObservation | None,
+        refresh: Callable[[], None] | None = None,
+    ) -> Recovery | None:
+        """End the call (breaker, permits, observer) once its attempts are over.
+
+        ``error`` is what the attempts raised, or ``None`` for success. Returns how to
+        answer instead — a fail-mode mock rule or a fallback — or ``None``: then the driver
+        returns its result, or re-raises ``error``. ``refresh`` asks discovery to look again
+        when every known endpoint failed.
+        """
+        self.finish(error)
+        if obs is not None and self.events:
+            for name, attributes in self.events:
+                obs.event(name, attributes)
+        if error is None:
+            if obs is not None:
+                obs.done(grpc.StatusCode.OK, "")
+            return None
+        if not isinstance(error, DubbokError):  # cancelled or interrupted
+            if obs is not None:
+                obs.done(grpc.StatusCode.CANCELLED, type(error).__name__)
+            return None
+        if obs is not None and isinstance(error, CircuitOpenError):
+            obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
+        if refresh is not None and self.all_failing():
+            refresh()
+        recovery = self.recover(error)
+        if recovery is None and obs is not None:
+            obs.done(error.code, error.message)
+        return recovery
 
     def all_failing(self) -> bool:
         """Did every known endpoint fail to connect? Then discovery should look again soon."""

@@ -10,7 +10,6 @@ blocks on grpc.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,17 +19,15 @@ from ._fanout import Failback, run_fanout
 from .cluster import FailoverPolicy
 from .core import CallPlan, Recovery, Route
 from .degrade import DegradedCall
-from .errors import CircuitOpenError, DubbokError, RpcError
+from .errors import DubbokError, RpcError
 from .governance import Governance
 from .invocation import Metadata
 from .observe import CallObservation, Observer
-from .outcome import Verdict, classify
 from .stub import MethodInfo, MethodKind, ServiceDefinition
-from .transport import CHANNEL_CLOSED, attempt_status
+from .transport import CHANNEL_CLOSED
 
 __all__ = ["Reference", "ResponseStream"]
 
-_monotonic = time.monotonic
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
 
@@ -220,7 +217,7 @@ class Reference:
         assert route is not None
         policy = dataclasses.replace(route.policies[info.name], cluster=_RESEND)
         plan = CallPlan(route, policy, request, metadata or (), None)
-        self._attempts(plan, info, request, metadata, None, None, None, False, None)
+        self._attempts(plan, info, request, metadata, {}, False, None)
 
     def _shutdown(self) -> None:
         if self._failback is not None:
@@ -242,62 +239,24 @@ class Reference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        options = {
+            "credentials": credentials,
+            "wait_for_ready": wait_for_ready,
+            "compression": compression,
+        }
         try:
             forced = plan.admit()
-            if forced is None and plan.policy.cluster.fanout:
-                result = run_fanout(
-                    plan,
-                    info,
-                    request,
-                    metadata,
-                    {
-                        "credentials": credentials,
-                        "wait_for_ready": wait_for_ready,
-                        "compression": compression,
-                    },
-                    with_call,
-                    obs,
-                )
-            elif forced is None:
-                result = self._attempts(
-                    plan,
-                    info,
-                    request,
-                    metadata,
-                    credentials,
-                    wait_for_ready,
-                    compression,
-                    with_call,
-                    obs,
-                )
-        except DubbokError as error:
-            plan.finish(error)
-            if obs is not None and plan.events:
-                for name, attributes in plan.events:
-                    obs.event(name, attributes)
-            if obs is not None and isinstance(error, CircuitOpenError):
-                obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
-            if self._refresh is not None and plan.all_failing():
-                self._refresh()
-            recovery = plan.recover(error)
+            if forced is None:
+                attempts = run_fanout if plan.policy.cluster.fanout else self._attempts
+                result = attempts(plan, info, request, metadata, options, with_call, obs)
+        except BaseException as error:
+            recovery = plan.conclude(error, obs, self._refresh)
             if recovery is None:
-                if obs is not None:
-                    obs.done(error.code, error.message)
                 raise
             return self._recovered(recovery, request, obs, with_call, info, metadata)
-        except BaseException as error:
-            plan.finish(error)
-            if obs is not None:  # cancelled (or interrupted): the call's span still ends
-                obs.done(grpc.StatusCode.CANCELLED, type(error).__name__)
-            raise
         if forced is not None:
             return self._recovered(forced, request, obs, with_call, info, metadata)
-        plan.finish(None)
-        if obs is not None:
-            if plan.events:
-                for name, attributes in plan.events:
-                    obs.event(name, attributes)
-            obs.done(_OK, "")
+        plan.conclude(None, obs)
         return result
 
     def _recovered(
@@ -306,27 +265,23 @@ class Reference:
         request: Any,
         obs: CallObservation | None,
         with_call: bool,
-        info: MethodInfo | None = None,
-        metadata: Metadata | None = None,
+        info: MethodInfo,
+        metadata: Metadata | None,
     ) -> Any:
         """Answer with a mock value or a fallback; the reply says it was degraded."""
-        if obs is not None:
-            obs.event("fallback", {"dubbok.degrade.reason": recovery.reason})
+        recovery.announce(obs)
         try:
             if recovery.function is not None:
                 assert recovery.error is not None
                 value = recovery.function(request, recovery.error)
-
             else:
                 value = recovery.value()
                 if recovery.requeue:
                     self._failback_for(recovery).submit(info, request, metadata)
         except DubbokError as err:
-            if obs is not None:
-                obs.done(err.code, err.message)
+            Recovery.settled(obs, err)
             raise
-        if obs is not None:
-            obs.done(_OK, "")
+        Recovery.settled(obs, None)
         if with_call:
             return value, DegradedCall(recovery.reason)
         return value
@@ -337,78 +292,33 @@ class Reference:
         info: MethodInfo,
         request: Any,
         metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
+        options: dict[str, Any],
         with_call: bool,
         obs: CallObservation | None,
     ) -> Any:
         """The cluster strategy's attempt loop; raises once the plan gives up."""
         metadata = plan.outgoing or metadata
-        route = plan.route
-        balancer = route.balancer
-        track = balancer.tracks_load
-        connections = route.connections
+        connections = plan.route.connections
         while True:
             endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
-            md = metadata if len(plan.tried) == 1 else plan.metadata(metadata or ())
-            if obs is not None:
-                md = obs.attempt(endpoint, len(plan.tried), md or ())
+            if with_call:
+                mc = mc.with_call
+            md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
-            if track:
-                balancer.started(endpoint)
-            started = _monotonic()
             try:
-                if with_call:
-                    result = mc.with_call(
-                        request,
-                        timeout=remaining,
-                        metadata=md,
-                        credentials=credentials,
-                        wait_for_ready=wait_for_ready,
-                        compression=compression,
-                    )
-                else:
-                    result = mc(
-                        request,
-                        timeout=remaining,
-                        metadata=md,
-                        credentials=credentials,
-                        wait_for_ready=wait_for_ready,
-                        compression=compression,
-                    )
+                result = mc(request, timeout=remaining, metadata=md, **options)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
-                code, details = attempt_status(exc)
-                if track:
-                    balancer.finished(endpoint, _monotonic() - started, classify(code, details))
-                if obs is not None:
-                    obs.attempt_done(code, details or "")
-                if not plan.failed(endpoint, code, details):
+                if not plan.attempt_failed(endpoint, exc, started, obs):
                     raise plan.error() from exc
-                if obs is not None:
-                    obs.event(
-                        "retry",
-                        {
-                            "dubbok.attempt": len(plan.attempts) + 1,
-                            "dubbok.failed_endpoint": endpoint.address,
-                            "rpc.grpc.status_code": code.value[0],
-                        },
-                    )
             except BaseException:
                 conn.done()
                 raise
             else:
                 conn.done()
-                plan.succeeded(endpoint)
-                if track:
-                    balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
-                if plan.policy.latency is not None:
-                    plan.policy.latency.record(_monotonic() - started)
-                if obs is not None:
-                    obs.attempt_done(_OK, "")
+                plan.attempt_succeeded(endpoint, started, obs)
                 return result
 
     def _stream(

@@ -21,8 +21,6 @@ __all__ = ["AsyncFailback", "run_fanout_async"]
 
 log = logging.getLogger("dubbok.cluster")
 
-_OK = grpc.StatusCode.OK
-
 
 async def run_fanout_async(
     plan: CallPlan,
@@ -30,9 +28,11 @@ async def run_fanout_async(
     request: Any,
     metadata: Metadata | None,
     call_options: dict[str, Any],
+    with_call: bool,
     obs: CallObservation | None,
 ) -> Any:
-    """Drive one fan-out call to its end; returns the winning result or raises."""
+    """Drive one fan-out call to its end; returns the winning result or raises.
+    (``with_call`` is accepted for the sync driver's signature; asyncio has no such form.)"""
     fan = FanOut(plan, plan.policy.cluster)
     metadata = plan.outgoing or metadata
     route = plan.route
@@ -41,19 +41,10 @@ async def run_fanout_async(
     def launch(launches: list[tuple[Endpoint, float | None]]) -> None:
         for endpoint, timeout in launches:
             conn: Any = route.connections[endpoint.address]
-            md = metadata
-            if fan.kind == "hedging":
-                md = plan.metadata(metadata or ())
-            if obs is not None:
-                md = obs.attempt(endpoint, len(plan.tried), md or ())
-                if len(plan.tried) > 1:
-                    obs.event(
-                        fan.kind,
-                        {"dubbok.attempt": len(plan.tried), "server.address": endpoint.host},
-                    )
+            md, started = fan.start(endpoint, metadata, obs)
             conn.active += 1
             call = conn.multicallable(info)(request, timeout=timeout, metadata=md, **call_options)
-            in_flight[asyncio.ensure_future(call)] = (endpoint, conn, call, time.monotonic())
+            in_flight[asyncio.ensure_future(call)] = (endpoint, conn, call, started)
 
     launch(fan.initial())
     try:
@@ -76,27 +67,16 @@ async def run_fanout_async(
             for task in done:
                 endpoint, conn, _call, started = in_flight.pop(task)
                 conn.done()
-                if task.cancelled():
-                    action = fan.failed(endpoint, grpc.StatusCode.CANCELLED, "cancelled")
-                    continue
-                exc = task.exception()
-                if isinstance(exc, grpc.RpcError):
-                    if obs is not None:
-                        obs.attempt_done(exc.code(), exc.details() or "", endpoint)
-                    action = fan.failed(endpoint, exc.code(), exc.details())
+                exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+                if isinstance(exc, (grpc.RpcError, asyncio.CancelledError)):
+                    action = fan.failed(endpoint, exc, started, obs)
                     if action is Action.FAIL:
                         raise fan.error() from exc
                 elif exc is not None:
                     raise exc
                 else:
-                    if obs is not None:
-                        obs.attempt_done(_OK, "", endpoint)
-                    if plan.policy.latency is not None:
-                        plan.policy.latency.record(time.monotonic() - started)
-                    action = fan.succeeded(endpoint, task.result())
+                    action = fan.succeeded(endpoint, task.result(), started, obs)
                     if action is Action.DONE:
-                        if obs is not None and len(plan.tried) > 1 and fan.kind == "hedging":
-                            obs.event("hedge_won", {"server.address": endpoint.host})
                         return task.result()
             if action is Action.FAIL:
                 raise fan.error()

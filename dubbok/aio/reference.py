@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,19 +14,17 @@ import grpc
 
 from ..cluster import FailoverPolicy
 from ..core import CallPlan, Recovery, Route
-from ..errors import CircuitOpenError, DubbokError
+from ..errors import DubbokError
 from ..governance import Governance
 from ..invocation import Metadata
 from ..observe import CallObservation, Observer
-from ..outcome import Verdict, classify
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
-from ..transport import CHANNEL_CLOSED, attempt_status
+from ..transport import CHANNEL_CLOSED
 from ._fanout import AsyncFailback, run_fanout_async
 
 __all__ = ["AsyncReference", "AsyncResponseStream"]
 
-_monotonic = time.monotonic
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
 
@@ -237,7 +234,7 @@ class AsyncReference:
         assert route is not None
         policy = dataclasses.replace(route.policies[info.name], cluster=_RESEND)
         plan = CallPlan(route, policy, request, metadata or (), None)
-        await self._attempts(plan, info, request, metadata, None, None, None, None)
+        await self._attempts(plan, info, request, metadata, {}, False, None)
 
     async def _ashutdown(self) -> None:
         if self._failback is not None:
@@ -258,53 +255,24 @@ class AsyncReference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
+        options = {
+            "credentials": credentials,
+            "wait_for_ready": wait_for_ready,
+            "compression": compression,
+        }
         try:
             forced = plan.admit()
-            if forced is None and plan.policy.cluster.fanout:
-                result = await run_fanout_async(
-                    plan,
-                    info,
-                    request,
-                    metadata,
-                    {
-                        "credentials": credentials,
-                        "wait_for_ready": wait_for_ready,
-                        "compression": compression,
-                    },
-                    obs,
-                )
-            elif forced is None:
-                result = await self._attempts(
-                    plan, info, request, metadata, credentials, wait_for_ready, compression, obs
-                )
-        except DubbokError as error:
-            plan.finish(error)
-            if obs is not None and plan.events:
-                for name, attributes in plan.events:
-                    obs.event(name, attributes)
-            if obs is not None and isinstance(error, CircuitOpenError):
-                obs.event("circuit_open", {"dubbok.breaker.reason": error.details})
-            if self._refresh is not None and plan.all_failing():
-                self._refresh()
-            recovery = plan.recover(error)
+            if forced is None:
+                attempts = run_fanout_async if plan.policy.cluster.fanout else self._attempts
+                result = await attempts(plan, info, request, metadata, options, False, obs)
+        except BaseException as error:
+            recovery = plan.conclude(error, obs, self._refresh)
             if recovery is None:
-                if obs is not None:
-                    obs.done(error.code, error.message)
                 raise
             return await self._recovered(recovery, request, obs, info, metadata)
-        except BaseException as error:
-            plan.finish(error)
-            if obs is not None:  # cancelled (or interrupted): the call's span still ends
-                obs.done(grpc.StatusCode.CANCELLED, type(error).__name__)
-            raise
         if forced is not None:
             return await self._recovered(forced, request, obs, info, metadata)
-        plan.finish(None)
-        if obs is not None:
-            if plan.events:
-                for name, attributes in plan.events:
-                    obs.event(name, attributes)
-            obs.done(_OK, "")
+        plan.conclude(None, obs)
         return result
 
     async def _recovered(
@@ -312,12 +280,11 @@ class AsyncReference:
         recovery: Recovery,
         request: Any,
         obs: CallObservation | None,
-        info: MethodInfo | None = None,
-        metadata: Metadata | None = None,
+        info: MethodInfo,
+        metadata: Metadata | None,
     ) -> Any:
-        """Answer with a mock value or a fallback; the reply says it was degraded."""
-        if obs is not None:
-            obs.event("fallback", {"dubbok.degrade.reason": recovery.reason})
+        """Answer with a mock value or a fallback (which may be ``async``)."""
+        recovery.announce(obs)
         try:
             if recovery.function is not None:
                 assert recovery.error is not None
@@ -329,12 +296,9 @@ class AsyncReference:
                 if recovery.requeue:
                     self._failback_for().submit(info, request, metadata)
         except DubbokError as err:
-            if obs is not None:
-                obs.done(err.code, err.message)
+            Recovery.settled(obs, err)
             raise
-        if obs is not None:
-            obs.done(_OK, "")
-
+        Recovery.settled(obs, None)
         return value
 
     async def _attempts(
@@ -343,67 +307,32 @@ class AsyncReference:
         info: MethodInfo,
         request: Any,
         metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
+        options: dict[str, Any],
+        with_call: bool,
         obs: CallObservation | None,
     ) -> Any:
-        """The cluster strategy's attempt loop; raises once the plan gives up."""
+        """The cluster strategy's attempt loop; raises once the plan gives up.
+        (``with_call`` mirrors the sync driver's signature; asyncio has no such form.)"""
         metadata = plan.outgoing or metadata
-        route = plan.route
-        balancer = route.balancer
-        track = balancer.tracks_load
-        connections = route.connections
+        connections = plan.route.connections
         while True:
             endpoint, remaining = plan.next()
             conn: Any = connections[endpoint.address]
             mc = conn.multicallable(info)
-            md = metadata if len(plan.tried) == 1 else plan.metadata(metadata or ())
-            if obs is not None:
-                md = obs.attempt(endpoint, len(plan.tried), md or ())
+            md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
-            if track:
-                balancer.started(endpoint)
-            started = _monotonic()
             try:
-                result = await mc(
-                    request,
-                    timeout=remaining,
-                    metadata=md,
-                    credentials=credentials,
-                    wait_for_ready=wait_for_ready,
-                    compression=compression,
-                )
+                result = await mc(request, timeout=remaining, metadata=md, **options)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
-                code, details = attempt_status(exc)
-                if track:
-                    balancer.finished(endpoint, _monotonic() - started, classify(code, details))
-                if obs is not None:
-                    obs.attempt_done(code, details or "")
-                if not plan.failed(endpoint, code, details):
+                if not plan.attempt_failed(endpoint, exc, started, obs):
                     raise plan.error() from exc
-                if obs is not None:
-                    obs.event(
-                        "retry",
-                        {
-                            "dubbok.attempt": len(plan.attempts) + 1,
-                            "dubbok.failed_endpoint": endpoint.address,
-                            "rpc.grpc.status_code": code.value[0],
-                        },
-                    )
             except BaseException:
                 conn.done()
                 raise
             else:
                 conn.done()
-                plan.succeeded(endpoint)
-                if track:
-                    balancer.finished(endpoint, _monotonic() - started, Verdict.OK)
-                if plan.policy.latency is not None:
-                    plan.policy.latency.record(_monotonic() - started)
-                if obs is not None:
-                    obs.attempt_done(_OK, "")
+                plan.attempt_succeeded(endpoint, started, obs)
                 return result
 
     def _start(

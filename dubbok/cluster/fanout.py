@@ -20,10 +20,10 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from ..endpoint import Endpoint
 from ..errors import AttemptRecord, DubbokError, RpcError
+from ..invocation import Metadata
+from ..observe import CallObservation
 
 if TYPE_CHECKING:
     from ..core import CallPlan
@@ -127,20 +127,45 @@ class FanOut:
         out, self._pending = self._pending, []
         return out
 
+    def start(
+        self, endpoint: Endpoint, metadata: Metadata | None, obs: CallObservation | None
+    ) -> tuple[Metadata | None, float]:
+        """Metadata and start time of a launched attempt (only hedges say they retry)."""
+        md, started = self.plan.start_attempt(
+            endpoint, metadata, obs, retry_header=self.kind == "hedging"
+        )
+        if obs is not None and len(self.plan.tried) > 1:
+            obs.event(
+                self.kind, {"dubbok.attempt": len(self.plan.tried), "server.address": endpoint.host}
+            )
+        return md, started
+
     # -- completions -------------------------------------------------------------------
 
-    def succeeded(self, endpoint: Endpoint, result: Any) -> Action:
+    def succeeded(
+        self, endpoint: Endpoint, result: Any, started: float, obs: CallObservation | None
+    ) -> Action:
         self.in_flight.discard(endpoint.address)
-        self.plan.succeeded(endpoint)
+        self.plan.attempt_succeeded(endpoint, started, obs)
         self.result = result
         self._has_result = True
         if self.kind == "broadcast":
             return Action.WAIT if self.in_flight else self._broadcast_end()
+        if obs is not None and self.kind == "hedging" and len(self.plan.tried) > 1:
+            obs.event(
+                "hedge_won",
+                {
+                    "server.address": endpoint.host,
+                    "dubbok.attempt": self.plan.tried.index(endpoint.address) + 1,
+                },
+            )
         return Action.DONE
 
-    def failed(self, endpoint: Endpoint, code: grpc.StatusCode, details: str | None) -> Action:
+    def failed(
+        self, endpoint: Endpoint, exc: BaseException, started: float, obs: CallObservation | None
+    ) -> Action:
         self.in_flight.discard(endpoint.address)
-        retry = self.plan.failed(endpoint, code, details)
+        retry = self.plan.attempt_failed(endpoint, exc, started, obs)
         self._failed.append(self.plan.attempts[-1])
         if self.kind == "broadcast":
             return Action.WAIT if self.in_flight else self._broadcast_end()

@@ -11,6 +11,7 @@ The asyncio twin lives in :mod:`dubbok.aio.transport`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -42,6 +43,8 @@ def attempt_status(exc: BaseException) -> tuple[grpc.StatusCode, str | None]:
     """The status of a failed attempt (a closed channel counts as never sent)."""
     if isinstance(exc, grpc.RpcError):
         return exc.code(), exc.details()
+    if isinstance(exc, (grpc.FutureCancelledError, asyncio.CancelledError)):
+        return grpc.StatusCode.CANCELLED, "cancelled"
     return grpc.StatusCode.UNAVAILABLE, f"channel closed: the endpoint left the directory ({exc})"
 
 
