@@ -25,7 +25,7 @@ from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
 from .limit import AdaptiveLimitPolicy, Admission, LimitPolicy, MethodGuard, MethodLimits
-from .observe import Observer, ServerObservation
+from .observe import Observer
 from .routing.tag import TAG_HEADER, enter_tag, leave_tag
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
@@ -123,14 +123,47 @@ def leave_call(tokens: CallTokens) -> None:
         leave_tag(tag)
 
 
-def admit(guard: MethodGuard, context: Any, obs: ServerObservation | None) -> Admission:
-    """Ask the method's limits; refuse the call (``context.abort``) when one is reached."""
-    admission = guard.enter()
-    if not admission:
-        if obs is not None:
-            obs.event("rate_limited", {"dubbok.limit": admission.rejection})
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection)
-    return admission
+class ServedCall:
+    """What every wrapped handler does around the servicer's code, sync or asyncio:
+    make the call's context current, observe it, apply the method's limits.
+
+    ::
+
+        served = ServedCall(context, service, method, observer)
+        refusal = served.admit(box.guard)      # None, or the message to abort with
+        ... run the handler ...
+        served.end(error_or_None)               # once, in the same thread or task
+    """
+
+    __slots__ = ("_admission", "_context", "_started", "_tokens", "obs")
+
+    def __init__(self, context: Any, service: str, method: str, observer: Observer | None) -> None:
+        self._context = context
+        self._tokens = enter_call(context)
+        self.obs = observer.handle(service, method, context) if observer is not None else None
+        self._admission: Admission | None = None
+        self._started = 0.0
+
+    def admit(self, guard: MethodGuard | None) -> str | None:
+        """Ask the method's limits; the abort message when one refuses, else ``None``."""
+        if guard is None:
+            return None
+        admission = guard.enter()
+        if not admission:
+            if self.obs is not None:
+                self.obs.event("rate_limited", {"dubbok.limit": admission.rejection})
+            return REJECTED_PREFIX + admission.rejection
+        self._admission = admission
+        self._started = time.monotonic()
+        return None
+
+    def end(self, error: BaseException | None) -> None:
+        context = self._context
+        if self.obs is not None:
+            self.obs.done(*status_of(context, error))
+        leave_call(self._tokens)
+        if self._admission is not None:
+            self._admission.release(time.monotonic() - self._started, dropped(context))
 
 
 def dropped(context: Any) -> bool:
@@ -139,6 +172,9 @@ def dropped(context: Any) -> bool:
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
+
+
+_REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def _wrap_unary_response(
@@ -150,27 +186,17 @@ def _wrap_unary_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Any:
-        tokens = enter_call(context)
-        obs = observer.handle(service, method, context) if observer is not None else None
-        admission = None
+        served = ServedCall(context, service, method, observer)
         try:
-            guard = box.guard
-            if guard is not None:
-                admission = admit(guard, context, obs)
-                started = time.monotonic()
+            refusal = served.admit(box.guard)
+            if refusal is not None:
+                context.abort(_REFUSED, refusal)
             reply = behavior(request, context)
         except BaseException as exc:
-            if obs is not None:
-                obs.done(*status_of(context, exc))
+            served.end(exc)
             raise
-        else:
-            if obs is not None:
-                obs.done(*status_of(context, None))
-            return reply
-        finally:
-            leave_call(tokens)
-            if admission is not None:
-                admission.release(time.monotonic() - started, dropped(context))
+        served.end(None)
+        return reply
 
     return handler
 
@@ -184,26 +210,16 @@ def _wrap_stream_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     def handler(request: Any, context: Any) -> Iterator[Any]:
-        tokens = enter_call(context)
-        obs = observer.handle(service, method, context) if observer is not None else None
-        admission = None
+        served = ServedCall(context, service, method, observer)
         try:
-            guard = box.guard
-            if guard is not None:
-                admission = admit(guard, context, obs)
-                started = time.monotonic()
+            refusal = served.admit(box.guard)
+            if refusal is not None:
+                context.abort(_REFUSED, refusal)
             yield from behavior(request, context)
         except BaseException as exc:
-            if obs is not None:
-                obs.done(*status_of(context, exc))
+            served.end(exc)
             raise
-        else:
-            if obs is not None:
-                obs.done(*status_of(context, None))
-        finally:
-            leave_call(tokens)
-            if admission is not None:
-                admission.release(time.monotonic() - started, dropped(context))
+        served.end(None)
 
     return handler
 

@@ -5,38 +5,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from ..limit import Admission, LimitPolicy, MethodGuard
-from ..observe import Observer, ServerObservation
+from ..limit import LimitPolicy
+from ..observe import Observer
 from ..server import (
     DEFAULT_SERVER_OPTIONS,
-    REJECTED_PREFIX,
     ExportedService,
     GuardBox,
-    dropped,
-    enter_call,
+    ServedCall,
     export,
-    leave_call,
-    status_of,
 )
 
 __all__ = ["export_async", "new_async_server"]
 
 
-async def _admit(guard: MethodGuard, context: Any, obs: ServerObservation | None) -> Admission:
-    admission = guard.enter()
-    if not admission:
-        if obs is not None:
-            obs.event("rate_limited", {"dubbok.limit": admission.rejection})
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, REJECTED_PREFIX + admission.rejection
-        )
-    return admission
+_REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def _wrap_unary_response(
@@ -48,27 +35,17 @@ def _wrap_unary_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
-        tokens = enter_call(context)
-        obs = observer.handle(service, method, context) if observer is not None else None
-        admission = None
+        served = ServedCall(context, service, method, observer)
         try:
-            guard = box.guard
-            if guard is not None:
-                admission = await _admit(guard, context, obs)
-                started = time.monotonic()
+            refusal = served.admit(box.guard)
+            if refusal is not None:
+                await context.abort(_REFUSED, refusal)
             reply = await behavior(request, context)
         except BaseException as exc:
-            if obs is not None:
-                obs.done(*status_of(context, exc))
+            served.end(exc)
             raise
-        else:
-            if obs is not None:
-                obs.done(*status_of(context, None))
-            return reply
-        finally:
-            leave_call(tokens)
-            if admission is not None:
-                admission.release(time.monotonic() - started, dropped(context))
+        served.end(None)
+        return reply
 
     return handler
 
@@ -82,14 +59,11 @@ def _wrap_stream_response(
 ) -> Callable[..., Any]:
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
-        tokens = enter_call(context)
-        obs = observer.handle(service, method, context) if observer is not None else None
-        admission = None
+        served = ServedCall(context, service, method, observer)
         try:
-            guard = box.guard
-            if guard is not None:
-                admission = await _admit(guard, context, obs)
-                started = time.monotonic()
+            refusal = served.admit(box.guard)
+            if refusal is not None:
+                await context.abort(_REFUSED, refusal)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -101,16 +75,9 @@ def _wrap_stream_response(
                 for item in result:
                     yield item
         except BaseException as exc:
-            if obs is not None:
-                obs.done(*status_of(context, exc))
+            served.end(exc)
             raise
-        else:
-            if obs is not None:
-                obs.done(*status_of(context, None))
-        finally:
-            leave_call(tokens)
-            if admission is not None:
-                admission.release(time.monotonic() - started, dropped(context))
+        served.end(None)
 
     return handler
 
