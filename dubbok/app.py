@@ -60,6 +60,20 @@ T = TypeVar("T")
 DEFAULT_GRACE = 5.0
 
 
+class EndpointListener:
+    """Hands discovery's endpoint sets to a directory. The sync App applies them on the
+    discovery's thread; the asyncio App's subclass hops onto its loop."""
+
+    def __init__(self, apply: Callable[[Sequence[Endpoint]], None]) -> None:
+        self._apply = apply
+
+    def __call__(self, endpoints: Sequence[Endpoint]) -> None:
+        self._apply(endpoints)
+
+    def subscribed(self) -> None:
+        """``subscribe`` has returned (on the App's own thread or loop)."""
+
+
 def default_snapshot_dir() -> Path:
     """Where registry snapshots go unless ``App(snapshot_dir=...)`` says otherwise:
     ``$DUBBOK_SNAPSHOT_DIR``, else ``~/.cache/dubbok/snapshots``."""
@@ -279,7 +293,7 @@ class _AppBase:
         service: str | None,
         acquire: Callable[[str], Any],
         release: Callable[[Any], None],
-        wrap_listener: Callable[[Callable[[Sequence[Endpoint]], None]], Any],
+        wrap_listener: Callable[[Callable[[Sequence[Endpoint]], None]], EndpointListener],
         *,
         discovery: str | Discovery | None,
         loadbalance: str,
@@ -363,8 +377,7 @@ class _AppBase:
             self._follow_rules(definition.name, binding.apply, on_loop)
         listener = wrap_listener(directory.update)
         subscription = disc.subscribe(definition.name, listener)
-        if hasattr(listener, "subscribed"):
-            listener.subscribed()
+        listener.subscribed()
         ref._refresh = subscription.refresh
         return ref, directory, subscription
 
@@ -590,7 +603,7 @@ class App(_AppBase):
             service,
             self._pool.acquire,
             self._pool.release,
-            lambda listener: listener,
+            EndpointListener,
             discovery=discovery,
             loadbalance=loadbalance,
             cluster=cluster,

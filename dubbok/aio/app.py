@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..app import DEFAULT_GRACE, _AppBase, advertised_host
+from ..app import DEFAULT_GRACE, EndpointListener, _AppBase, advertised_host
 from ..breaker import BreakerPolicy
 from ..degrade import FallbackFunc
 from ..directory import Directory
@@ -41,7 +41,7 @@ log = logging.getLogger("dubbok.app")
 T = TypeVar("T")
 
 
-class _LoopListener:
+class _LoopListener(EndpointListener):
     """Delivers endpoint sets on the App's loop, whichever thread discovery calls from.
 
     From the loop's own thread an update applies at once. From another thread it is queued
@@ -53,6 +53,7 @@ class _LoopListener:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[[Sequence[Endpoint]], None]
     ) -> None:
+        super().__init__(fn)
         self._loop = loop
         self._fn = fn
         self._loop_thread = threading.get_ident()
