@@ -152,7 +152,7 @@ class _HeaderCall:
     def attempt(self, endpoint: Any, number: int, metadata: Any) -> Any:
         return [*metadata, TRACEPARENT]
 
-    def attempt_done(self, code: Any, details: str) -> None:
+    def attempt_done(self, code: Any, details: str, endpoint: Any = None) -> None:
         pass
 
     def event(self, name: str, attributes: Any) -> None:

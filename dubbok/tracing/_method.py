@@ -48,6 +48,7 @@ class MethodInfo:
         "_call",
         "_client_metric",
         "_mode",
+        "_served",
         "_server_metric",
         "base",
         "event_attrs",
@@ -77,6 +78,7 @@ class MethodInfo:
         self.event_attrs[sc.RPC_METHOD] = self.base[sc.RPC_METHOD]
         self._call: dict[tuple[str, str], dict[str, str | int]] = {}
         self._attempt: dict[tuple[str, int], dict[str, str | int]] = {}
+        self._served: dict[str, dict[str, str | int]] = {}
         self._client_metric: dict[grpc.StatusCode, tuple[dict[str, str | int], ...]] = {}
         self._server_metric: dict[grpc.StatusCode, tuple[dict[str, str | int], ...]] = {}
 
@@ -108,6 +110,20 @@ class MethodInfo:
             if _ip(endpoint.host):
                 attrs[sc.NETWORK_PEER_ADDRESS] = endpoint.host
             self._attempt[key] = attrs
+        return attrs
+
+    def server_attrs(self, peer: str) -> dict[str, str | int]:
+        """A server span's attributes for a call from ``peer`` (grpc's ``context.peer()``:
+        one per client connection, so most calls find theirs built)."""
+        attrs = self._served.get(peer)
+        if attrs is None:
+            if len(self._served) >= _MAX_CACHED:
+                self._served = {}
+            host, port = sc.split_peer(peer)
+            attrs = {**self.start, sc.NETWORK_PEER_ADDRESS: host}
+            if port is not None:
+                attrs[sc.NETWORK_PEER_PORT] = port
+            self._served[peer] = attrs
         return attrs
 
     def client_metric(self, code: grpc.StatusCode) -> tuple[dict[str, str | int], ...]:

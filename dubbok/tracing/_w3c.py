@@ -19,14 +19,17 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["fast_extract", "fast_traceparent", "is_default"]
+__all__ = ["fast_extract", "fast_traceparent", "has_baggage", "is_default", "parse", "traceparent"]
 
 TRACEPARENT = "traceparent"
 _OTHER_FIELDS = ("tracestate", "baggage")
 _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_FLAGS = {f"{i:02x}": TraceFlags(i) for i in range(256)}
+# The API keeps baggage under a private context key; without it, ask the public function.
+_BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _DEFAULT_SHAPES = (
@@ -48,13 +51,37 @@ def is_default(propagator: TextMapPropagator) -> bool:
     return tuple(type(m) for m in members) in _DEFAULT_SHAPES
 
 
+def has_baggage(ctx: Context) -> bool:
+    """Whether ``ctx`` carries baggage (which the default propagator writes a header for)."""
+    if _BAGGAGE_KEY is not None:
+        return bool(ctx.get(_BAGGAGE_KEY))
+    return bool(baggage.get_all(ctx))
+
+
+def traceparent(sc: SpanContext) -> str:
+    """The ``traceparent`` value for ``sc`` (which must carry no ``tracestate``)."""
+    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+
+
 def fast_traceparent(ctx: Context, span_context: SpanContext) -> str | None:
     """The ``traceparent`` value the default propagator would write for ``ctx`` (whose span
     has ``span_context``), or ``None`` when it would write more than that header."""
-    if span_context.trace_state or baggage.get_all(ctx):
+    if span_context.trace_state or has_baggage(ctx):
         return None
-    sc = span_context
-    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+    return traceparent(span_context)
+
+
+def parse(header: str) -> SpanContext | None:
+    """The remote parent in a ``traceparent`` value, as the default propagator reads it:
+    ``INVALID_SPAN_CONTEXT`` when it names none, ``None`` when the propagator must read it
+    (another version, anything malformed)."""
+    match = _VERSION_00.fullmatch(header)
+    if match is None:
+        return None
+    trace_id, span_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return INVALID_SPAN_CONTEXT
+    return SpanContext(int(trace_id, 16), int(span_id, 16), True, _FLAGS[flags])
 
 
 def fast_extract(carrier: dict[str, Any]) -> Context | None:
@@ -66,16 +93,9 @@ def fast_extract(carrier: dict[str, Any]) -> Context | None:
     header = carrier.get(TRACEPARENT)
     if header is None:
         return Context()
-    match = _VERSION_00.fullmatch(header)
-    if match is None:
+    parent = parse(header)
+    if parent is None:
         return None
-    trace_id, span_id, flags = match.groups()
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+    if not parent.is_valid:
         return Context()
-    span_context = SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16)),
-    )
-    return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())

@@ -26,9 +26,9 @@ context for the handler's duration.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, MutableSequence
+from collections.abc import Callable, Mapping, MutableSequence
 from contextvars import Token
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from opentelemetry import context as otel_context
@@ -37,6 +37,8 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider, get_meter_provider
 from opentelemetry.propagators.textmap import Setter, TextMapPropagator
 from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
     NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
@@ -44,9 +46,11 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
     TracerProvider,
 )
+from opentelemetry.util.types import AnyValue
 
 from .. import __version__
 from ..endpoint import Endpoint
@@ -68,6 +72,9 @@ _CLIENT = SpanKind.CLIENT
 _SERVER = SpanKind.SERVER
 _ERROR = StatusCode.ERROR
 _set_span = trace.set_span_in_context
+_SAMPLED = TraceFlags.SAMPLED
+_INVALID = INVALID_SPAN_CONTEXT
+_MORE_CONTEXT = frozenset(("tracestate", "baggage"))
 _clock = time.perf_counter
 
 
@@ -96,14 +103,76 @@ class _MetadataSetter(Setter[_Carrier]):
 _SETTER = _MetadataSetter()
 
 
+class _Start(Protocol):
+    """How spans start: :meth:`._direct.DirectTracer.start`, or :class:`_ViaTracer`'s."""
+
+    def __call__(
+        self,
+        name: str,
+        context: Context | Callable[[], Context] | None,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AnyValue],
+        /,
+    ) -> Span: ...
+
+
+class _ViaTracer:
+    """Spans through ``tracer.start_span``: for tracers other than the SDK's own, and SDK
+    set-ups that :mod:`._direct` leaves to the SDK."""
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def start(
+        self,
+        name: str,
+        context: Context | Callable[[], Context] | None,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AnyValue],
+    ) -> Span:
+        if callable(context):
+            context = context()
+        return self._tracer.start_span(name, context, kind=kind, attributes=attributes)
+
+
+def _start_for(tracer: Tracer) -> _Start:
+    """How this observer starts spans for ``tracer``: straight into the SDK's processors
+    when that gives the same spans (:mod:`._direct`), else through ``start_span``."""
+    if type(tracer).__module__.startswith("opentelemetry.sdk."):
+        from ._direct import DirectTracer  # the SDK is importable: its tracer is here
+
+        direct = DirectTracer.for_tracer(tracer)
+        if direct is not None:
+            return direct.start
+    return _ViaTracer(tracer).start
+
+
+def _remote_context(parent: SpanContext) -> Callable[[], Context]:
+    """The context the propagator would have extracted for ``parent``, made on demand."""
+
+    def make() -> Context:
+        if not parent.is_valid:
+            return Context()
+        return _set_span(NonRecordingSpan(parent), Context())
+
+    return make
+
+
 class _Tracing:
     """What the hot path needs to know about one tracer and one propagator, found once."""
 
-    __slots__ = ("drop_local", "drop_remote", "fast", "propagator", "tracer")
+    __slots__ = ("drop_local", "drop_remote", "fast", "propagator", "start", "tracer")
 
     def __init__(self, tracer: Tracer, propagator: TextMapPropagator) -> None:
         self.tracer = tracer
+        self.start = _start_for(tracer)
         self.propagator = propagator
+        # The default propagator (W3C trace context + baggage): a context with no baggage
+        # and no tracestate is one traceparent header, written and read here directly.
         self.fast = _w3c.is_default(propagator)
         # A parent-based sampler drops every child of an unsampled parent: such a child
         # needs no span (it would be a non-recording copy of its parent's context).
@@ -115,28 +184,8 @@ class _Tracing:
         self.drop_remote = parent_based and "remoteParentNotSampled:AlwaysOffSampler" in text
         self.drop_local = parent_based and "localParentNotSampled:AlwaysOffSampler" in text
 
-    def inject(
-        self,
-        md: list[tuple[str, str | bytes]],
-        ctx: Context,
-        span_context: SpanContext,
-        span: Span | None = None,
-    ) -> None:
-        """Add the headers for ``span`` (whose context is ``span_context``) as a child of
-        ``ctx`` — or for ``ctx`` itself when ``span`` is ``None``."""
-        if self.fast:
-            value = _w3c.fast_traceparent(ctx, span_context)
-            if value is not None:
-                md.append((_w3c.TRACEPARENT, value))
-                return
-        self.propagator.inject(md, ctx if span is None else _set_span(span, ctx), _SETTER)
-
-    def extract(self, carrier: dict[str, str]) -> Context:
-        if self.fast:
-            ctx = _w3c.fast_extract(carrier)
-            if ctx is not None:
-                return ctx
-        return self.propagator.extract(carrier)
+    def inject(self, md: list[tuple[str, str | bytes]], ctx: Context) -> None:
+        self.propagator.inject(md, ctx, _SETTER)
 
 
 class OtelObserver:
@@ -247,23 +296,24 @@ class OtelObserver:
             if instruments is None and not attached:
                 return None
             info = self._methods.get(invocation.service, invocation.method)
-            return _Call(self, info, None, None, None, None, instruments, attached)
+            return _Call(self, info, None, None, None, _INVALID, instruments, attached)
         info = self._methods.get(invocation.service, invocation.method)
         tracing = self._tracing_for(tracer)
         parent = otel_context.get_current()
         parent_sc = trace.get_current_span(parent).get_span_context()
         if (
             parent_sc.is_valid
-            and not parent_sc.trace_flags.sampled
+            and not parent_sc.trace_flags & _SAMPLED
             and (tracing.drop_remote if parent_sc.is_remote else tracing.drop_local)
         ):
             # The sampler would drop this call: pass the parent's context on as it is.
             return _Call(self, info, tracing, None, parent, parent_sc, instruments, attached)
-        span = tracer.start_span(
-            info.name, parent, kind=_CLIENT, attributes=info.call_attrs(loadbalance, cluster)
+        span = tracing.start(
+            info.name, parent, parent_sc, _CLIENT, info.call_attrs(loadbalance, cluster)
         )
-        ctx = _set_span(span, parent)
-        return _Call(self, info, tracing, span, ctx, span.get_span_context(), instruments, attached)
+        return _Call(
+            self, info, tracing, span, parent, span.get_span_context(), instruments, attached
+        )
 
     # -- server --------------------------------------------------------------------------------
 
@@ -280,32 +330,48 @@ class OtelObserver:
                 return None
             return _Served(self, None, None, None, None, att.enter(incoming))
         info = self._methods.get(service, method)
-        # One pass over the metadata: trace headers for the propagator, attachments for us.
-        carrier: dict[str, str] = {}
+        # One pass over the metadata: the trace headers, and attachments for us.
+        header: str | bytes | None = None
+        more = False  # tracestate or baggage: the propagator's to read
         mine: list[tuple[str, str | bytes]] | None = None
         for key, value in metadata:
-            if key.startswith(att.PREFIX):
+            if key == _w3c.TRACEPARENT:
+                header = value
+            elif key.startswith(att.PREFIX):
                 if mine is None:
                     mine = []
                 mine.append((key, value))
-            elif value.__class__ is str:
-                carrier[key] = value
+            elif key in _MORE_CONTEXT:
+                more = True
         token = att.enter(att.decode(mine) if mine else att.EMPTY)
         if tracer is None:
             return _Served(self, info, None, None, instruments, token)
         tracing = self._tracing_for(tracer)
-        parent = tracing.extract(carrier)
-        parent_sc = trace.get_current_span(parent).get_span_context()
-        if parent_sc.is_valid and not parent_sc.trace_flags.sampled and tracing.drop_remote:
+        base: Context | None = None  # the extracted context, when the propagator made one
+        parent_sc: SpanContext | None = None
+        if tracing.fast and not more:
+            if header is None:
+                parent_sc = _INVALID
+            elif header.__class__ is str:
+                parent_sc = _w3c.parse(header)
+        if parent_sc is None:
+            carrier = {k: v for k, v in metadata if v.__class__ is str}
+            base = tracing.propagator.extract(carrier)
+            parent_sc = trace.get_current_span(base).get_span_context()
+        if parent_sc.is_valid and not parent_sc.trace_flags & _SAMPLED and tracing.drop_remote:
             # Unsampled upstream and a parent-based sampler: no span, the handler's calls
             # carry the caller's context on.
-            return _Served(self, info, None, otel_context.attach(parent), instruments, token)
-        host, port = sc.split_peer(context.peer() or "")
-        attrs: dict[str, str | int] = {**info.start, sc.NETWORK_PEER_ADDRESS: host}
-        if port is not None:
-            attrs[sc.NETWORK_PEER_PORT] = port
-        span = tracer.start_span(info.name, parent, kind=_SERVER, attributes=attrs)
-        ctx_token = otel_context.attach(_set_span(span, parent))
+            if base is None:
+                base = _set_span(NonRecordingSpan(parent_sc), Context())
+            return _Served(self, info, None, otel_context.attach(base), instruments, token)
+        span = tracing.start(
+            info.name,
+            base if base is not None else _remote_context(parent_sc),
+            parent_sc,
+            _SERVER,
+            info.server_attrs(context.peer() or ""),
+        )
+        ctx_token = otel_context.attach(_set_span(span, base if base is not None else Context()))
         return _Served(self, info, span, ctx_token, instruments, token)
 
 
@@ -327,10 +393,13 @@ class _Call:
         "_attempt",
         "_attempt_at",
         "_ctx",
+        "_fast",
+        "_header",
         "_info",
         "_instruments",
         "_observer",
         "_open",
+        "_parent",
         "_recording",
         "_sc",
         "_span",
@@ -344,18 +413,27 @@ class _Call:
         info: MethodInfo,
         tracing: _Tracing | None,
         span: Span | None,
-        ctx: Context | None,
-        span_context: SpanContext | None,
+        parent: Context | None,
+        span_context: SpanContext,
         instruments: Instruments | None,
         attached: att.Attachments,
     ) -> None:
         self._observer = observer
         self._info = info
         self._tracing = tracing
-        self._span = span
-        self._ctx = ctx
-        self._sc = span_context
+        self._span = span  # the call's span; None when the parent's context goes on as is
+        self._parent = parent  # the caller's context
+        self._ctx: Context | None = None  # the call's own context, made when needed
+        self._sc = span_context  # what goes out when an attempt has no span of its own
         self._recording = span is not None and span.is_recording()
+        # The default propagator and nothing but a traceparent to write.
+        self._fast = (
+            tracing is not None
+            and tracing.fast
+            and parent is not None
+            and not _w3c.has_baggage(parent)
+        )
+        self._header: str | None = None  # the unsampled call's traceparent, made once
         self._attempt: Span | None = None
         self._attempt_at = ""
         self._open: dict[str, Span] | None = None
@@ -363,17 +441,26 @@ class _Call:
         self._attached = attached
         self._started = _clock() if instruments is not None else 0.0
 
+    def _context(self) -> Context:
+        """The call's context: its span in the caller's context."""
+        ctx = self._ctx
+        if ctx is None:
+            assert self._parent is not None
+            ctx = self._parent if self._span is None else _set_span(self._span, self._parent)
+            self._ctx = ctx
+        return ctx
+
     def attempt(self, endpoint: Endpoint, number: int, metadata: Metadata) -> Metadata:
         md: list[tuple[str, str | bytes]] = list(metadata)
-        ctx = self._ctx
         tracing = self._tracing
-        if ctx is not None and tracing is not None:
+        if tracing is not None:
             if self._recording:
-                attempt = tracing.tracer.start_span(
+                attempt = tracing.start(
                     self._info.name,
-                    ctx,
-                    kind=_CLIENT,
-                    attributes=self._info.attempt_attrs(endpoint, number),
+                    self._context,
+                    self._sc,
+                    _CLIENT,
+                    self._info.attempt_attrs(endpoint, number),
                 )
                 if self._attempt is not None:  # another one still in flight (fan-out)
                     if self._open is None:
@@ -381,11 +468,21 @@ class _Call:
                     self._open[self._attempt_at] = self._attempt
                 self._attempt = attempt
                 self._attempt_at = endpoint.address
-                tracing.inject(md, ctx, attempt.get_span_context(), attempt)
-            elif self._sc is not None and self._sc.is_valid:
+                sc = attempt.get_span_context()
+                if self._fast and not sc.trace_state:
+                    md.append((_w3c.TRACEPARENT, _w3c.traceparent(sc)))
+                else:
+                    tracing.inject(md, _set_span(attempt, self._context()))
+            elif self._sc.is_valid:
                 # Unsampled: no attempt span; the call's context goes out, so downstream
                 # parent-based samplers drop too and the trace id still reaches the logs.
-                tracing.inject(md, ctx, self._sc)
+                header = self._header
+                if header is None and self._fast and not self._sc.trace_state:
+                    header = self._header = _w3c.traceparent(self._sc)
+                if header is not None:
+                    md.append((_w3c.TRACEPARENT, header))
+                else:
+                    tracing.inject(md, self._context())
         if self._attached:
             md.extend(self._attached.metadata)
         return md
@@ -404,8 +501,10 @@ class _Call:
             if opened:  # an earlier overlapping attempt becomes the latest
                 self._attempt_at, self._attempt = opened.popitem()
         if attempt is not None:
-            ends = self._observer._ends.client[code]
-            _finish(attempt, ends, code, details, error=code is not _OK)
+            if code is _OK:
+                attempt.end()
+            else:
+                _finish(attempt, self._observer._ends.client[code], code, details, error=True)
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         if self._recording:
@@ -424,8 +523,11 @@ class _Call:
                 self.attempt_done(code, details)
         if self._recording:
             assert self._span is not None
-            ends = self._observer._ends.client[code]
-            _finish(self._span, ends, code, details, error=code is not _OK)
+            if code is _OK:
+                self._span.end()
+            else:
+                ends = self._observer._ends.client[code]
+                _finish(self._span, ends, code, details, error=True)
         if self._instruments is not None:
             self._instruments.client_done(self._info, code, _clock() - self._started)
 
@@ -477,14 +579,15 @@ class _Served:
     def done(self, code: grpc.StatusCode, details: str) -> None:
         span = self._span
         if span is not None:
-            if span.is_recording():
+            if code is not _OK and span.is_recording():
                 ends = self._observer._ends.server[code]
                 _finish(span, ends, code, details, error=code in sc.SERVER_ERRORS)
             else:
                 span.end()
         if self._ctx_token is not None:
             otel_context.detach(self._ctx_token)
-        att.leave(self._att_token)
+        if self._att_token is not None:
+            att.leave(self._att_token)
         if self._instruments is not None and self._info is not None:
             self._instruments.server_done(self._info, code, _clock() - self._started)
 
