@@ -5,8 +5,9 @@ the development machine, most of it re-validating attributes one by one behind a
 (``BoundedAttributes``) and building objects a processor never sees. dubbok makes three spans
 per call (call, attempt, server) from attribute dicts it has already built and checked once
 per method (:mod:`._method`), so for those spans it does what ``start_span`` does — the
-tracer's sampler, id generator, resource, scope and processors — and hands the processors the
-same :class:`~opentelemetry.sdk.trace.ReadableSpan` the SDK would: about 4 µs a span.
+tracer's sampler, id generator, resource, scope and processors — and hands the processors a
+:class:`DirectSpan`, which is a :class:`~opentelemetry.sdk.trace.ReadableSpan` with the same
+fields the SDK's would have: a few µs a span.
 
 :class:`DirectTracer` does this only when the result is indistinguishable from the SDK's:
 
@@ -19,6 +20,10 @@ Anything else — another SDK, a processor that looks at spans as they start, ti
 processor added later — and it hands the span to ``tracer.start_span`` instead. A
 :class:`DirectSpan` is a full :class:`opentelemetry.trace.Span`: a handler may set attributes,
 add events or record exceptions on the server span, with the SDK's limits and validation.
+
+Span contexts are built and read as the tuples they are (``SpanContext`` is a
+``tuple[trace_id, span_id, is_remote, trace_flags, trace_state, is_valid]``); the layout is
+checked at import, and without it this module is not used.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
 )
 from opentelemetry.util import types
 
@@ -125,6 +131,27 @@ def _context(source: ContextSource | None) -> Context | None:
     return source() if callable(source) else source
 
 
+def _tuple_layout() -> bool:
+    """Whether ``SpanContext`` is the tuple this module builds and reads directly."""
+    try:
+        made = SpanContext(7, 9, True, _FLAGS[1], _DEFAULT_STATE)
+        built = tuple.__new__(SpanContext, (7, 9, True, _FLAGS[1], _DEFAULT_STATE, True))
+        return bool(
+            made == built
+            and (made.trace_id, made.span_id, made.is_remote) == made[:3]
+            and made.trace_flags is made[3]
+            and made.trace_state is made[4]
+            and made.is_valid is made[5] is True
+        )
+    except Exception:  # any surprise means: do not use the layout
+        return False
+
+
+_DEFAULT_STATE = TraceState.get_default()
+TUPLE_LAYOUT = _tuple_layout()
+_new_context = tuple.__new__
+
+
 class DirectTracer:
     """Starts dubbok's spans for one SDK ``Tracer``; see the module text for when it records
     them itself and when it asks the tracer."""
@@ -157,11 +184,13 @@ class DirectTracer:
     def for_tracer(tracer: trace.Tracer) -> DirectTracer | None:
         """A DirectTracer for ``tracer`` if it is the SDK's and could ever qualify."""
         if (
-            type(tracer) is Tracer
+            TUPLE_LAYOUT
+            and type(tracer) is Tracer
             and type(tracer.span_processor) is SynchronousMultiSpanProcessor
             and _limits_fit(getattr(tracer, "_span_limits", None))
             and type(getattr(tracer, "_tracer_metrics", None)).__name__ == "NoOpTracerMetrics"
             and hasattr(tracer, "_tracer_config")
+            and hasattr(tracer, "_instrumentation_scope")
             and hasattr(tracer.span_processor, "_span_processors")
         ):
             return DirectTracer(tracer)
@@ -193,7 +222,10 @@ class DirectTracer:
     ) -> trace.Span:
         """As ``tracer.start_span(name, context, kind, attributes)``, told the parent's span
         context (``parent``: the span in ``context``; invalid for a root span). ``context``
-        may be a function making it: only a sampler this module cannot read needs it."""
+        may be a function making it: only a sampler this module cannot read needs it.
+
+        ``attributes`` must be valid and within the limits (dubbok's own, checked once per
+        method); the span keeps them as they are until something sets an attribute."""
         tracer = self._tracer
         if (
             self._multi._span_processors is not self._checked
@@ -204,22 +236,22 @@ class DirectTracer:
         if not self._direct or not tracer._tracer_config.is_enabled:
             return tracer.start_span(name, _context(context), kind=kind, attributes=attributes)
         plan = self._plan
-        if parent.is_valid:
-            trace_id = parent.trace_id
-            parent_flags = parent.trace_flags
+        parent_or_none: SpanContext | None
+        if parent[5]:  # is_valid
+            trace_id = parent[0]
+            parent_flags = parent[3]
             flags = parent_flags & _RANDOM
-            trace_state = parent.trace_state
-            remote = parent.is_remote
+            trace_state = parent[4]
+            parent_or_none = parent
             if plan is not None:
                 if parent_flags & _SAMPLED:
-                    rule = plan[1] if remote else plan[3]
+                    rule = plan[1] if parent[2] else plan[3]
                 else:
-                    rule = plan[2] if remote else plan[4]
-            parent_or_none: SpanContext | None = parent
+                    rule = plan[2] if parent[2] else plan[4]
         else:
             trace_id = tracer.id_generator.generate_trace_id()
             flags = _RANDOM if self._random_ids else 0
-            trace_state = None
+            trace_state = _DEFAULT_STATE
             parent_or_none = None
             if plan is not None:
                 rule = plan[0]
@@ -235,11 +267,12 @@ class DirectTracer:
             )
             decision = result.decision
             recorded = result.attributes
-            trace_state = result.trace_state
+            trace_state = result.trace_state or _DEFAULT_STATE
         if decision is _SAMPLE:
             flags |= _SAMPLED
-        span_context = SpanContext(
-            trace_id, tracer.id_generator.generate_span_id(), False, _FLAGS[flags], trace_state
+        span_id = tracer.id_generator.generate_span_id()
+        span_context: SpanContext = _new_context(
+            SpanContext, (trace_id, span_id, False, _FLAGS[flags], trace_state, True)
         )
         if decision is _DROP:
             return NonRecordingSpan(span_context)
@@ -252,47 +285,22 @@ class DirectTracer:
         kind: SpanKind,
         attributes: types.Attributes,
     ) -> trace.Span:
-        """As ``tracer.start_span(name, context, kind, attributes)``."""
+        """As ``tracer.start_span(name, context, kind, attributes)``, for any attributes:
+        they are cleaned and limited as the SDK does."""
         parent = trace.get_current_span(context).get_span_context()
-        return self.start(name, context, parent, kind, attributes or {})
-
-    def _emit(self, span: DirectSpan, end_time: int) -> None:
-        tracer = self._tracer
-        readable = ReadableSpan(
-            name=span._name,
-            context=span._context,
-            parent=span._parent,
-            resource=tracer.resource,
-            attributes=span._attributes,
-            events=span._events if span._events is not None else (),
-            links=span._links if span._links is not None else (),
-            kind=span._kind,
-            instrumentation_info=tracer.instrumentation_info,
-            status=span._status,
-            start_time=span._start,
-            end_time=end_time,
-            instrumentation_scope=tracer._instrumentation_scope,
+        limits = self._limits
+        bounded = BoundedAttributes(
+            limits.max_span_attributes,
+            attributes,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
         )
-        self._multi.on_end(readable)
+        return self.start(name, context, parent, kind, bounded)
 
 
-class DirectSpan(trace.Span):
-    """A recording span of :class:`DirectTracer`'s; behaves as the SDK's ``Span`` does."""
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_end",
-        "_events",
-        "_kind",
-        "_links",
-        "_lock",
-        "_name",
-        "_parent",
-        "_start",
-        "_status",
-        "_tracer",
-    )
+class DirectSpan(trace.Span, ReadableSpan):
+    """A recording span of :class:`DirectTracer`'s: as the SDK's ``Span``, both the live span
+    and, once ended, the ``ReadableSpan`` its processors receive (nothing changes it then)."""
 
     def __init__(
         self,
@@ -303,53 +311,61 @@ class DirectSpan(trace.Span):
         kind: SpanKind,
         attributes: types.Attributes,
     ) -> None:
-        self._tracer = tracer
+        # ReadableSpan's fields, under ReadableSpan's names (its properties read them).
+        sdk = tracer._tracer
         self._name = name
         self._context = context
-        self._parent = parent
         self._kind = kind
-        # Shared and read-only (the sampler's view of a cached dict) until something sets
-        # an attribute: then a BoundedAttributes copy validates and limits as the SDK does.
-        self._attributes: Mapping[str, types.AnyValue] | None = attributes
-        self._events: BoundedList[Event] | None = None  # type: ignore[type-arg,unused-ignore]
-        self._links: BoundedList[Link] | None = None  # type: ignore[type-arg,unused-ignore]
+        self._parent = parent
+        # Shared and read-only (a cached dict of dubbok's) until something sets an
+        # attribute: then a BoundedAttributes copy validates and limits as the SDK does.
+        self._attributes = attributes
+        self._events: Sequence[Event] = ()
+        self._links: Sequence[Link] = ()
+        self._resource = sdk.resource
         self._status = _UNSET
+        self._instrumentation_info = sdk.instrumentation_info
+        self._instrumentation_scope = sdk._instrumentation_scope
+        self._end_time: int | None = None
+        self._tracer = tracer
         self._lock = threading.Lock()
-        self._start = time_ns()
-        self._end: int | None = None
+        self._start_time = time_ns()
 
     def __repr__(self) -> str:
         return f'DirectSpan(name="{self._name}", context={self._context})'
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self._context  # type: ignore[return-value]  # always set for a DirectSpan
 
     def is_recording(self) -> bool:
-        return self._end is None
+        return self._end_time is None
 
     def _mutable(self) -> BoundedAttributes:
         attrs = self._attributes
-        if not isinstance(attrs, BoundedAttributes):
+        if type(attrs) is not BoundedAttributes:
             limits = self._tracer._limits
-            attrs = self._attributes = BoundedAttributes(
+            attrs = BoundedAttributes(
                 limits.max_span_attributes,
                 attrs,
                 immutable=False,
                 max_value_len=limits.max_span_attribute_length,
             )
+            self._attributes = attrs
         return attrs
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         with self._lock:
-            if self._end is not None:
+            if self._end_time is not None:
                 log.warning("Setting attribute on ended span.")
                 return
-            attrs = self._mutable()
-            for key, value in attributes.items():
-                attrs[key] = value
+            self._mutable()._set_items(attributes)  # as the SDK's set_attributes
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        self.set_attributes({key: value})
+        with self._lock:
+            if self._end_time is not None:
+                log.warning("Setting attribute on ended span.")
+                return
+            self._mutable()[key] = value
 
     def add_event(
         self,
@@ -366,12 +382,13 @@ class DirectSpan(trace.Span):
         )
         event = Event(name=name, attributes=bounded, timestamp=timestamp)
         with self._lock:
-            if self._end is not None:
+            if self._end_time is not None:
                 log.warning("Tried calling add_event on an ended span.")
                 return
-            if self._events is None:
-                self._events = BoundedList(limits.max_events)
-            self._events.append(event)
+            events = self._events
+            if type(events) is not BoundedList:
+                events = self._events = BoundedList(limits.max_events)
+            events.append(event)
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not (context and (context.is_valid or attributes or context.trace_state)):
@@ -384,23 +401,24 @@ class DirectSpan(trace.Span):
             immutable=True,
         )
         with self._lock:
-            if self._end is not None:
+            if self._end_time is not None:
                 log.warning("Tried calling add_link on an ended span.")
                 return
-            if self._links is None:
-                self._links = BoundedList(limits.max_links)
-            self._links.append(Link(context, bounded))
+            links = self._links
+            if type(links) is not BoundedList:
+                links = self._links = BoundedList(limits.max_links)
+            links.append(Link(context, bounded))
 
     def update_name(self, name: str) -> None:
         with self._lock:
-            if self._end is None:
+            if self._end_time is None:
                 self._name = name
                 return
         log.warning("Tried calling update_name on an ended span.")
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         with self._lock:
-            if self._end is not None:
+            if self._end_time is not None:
                 log.warning("Tried calling set_status on an ended span.")
                 return
             # As the SDK: OK is final, UNSET is ignored.
@@ -442,14 +460,14 @@ class DirectSpan(trace.Span):
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
-            if self._end is not None:
+            if self._end_time is not None:
                 log.warning("Calling end() on an ended span.")
                 return
-            end = self._end = end_time if end_time is not None else time_ns()
+            self._end_time = end_time if end_time is not None else time_ns()
             attrs = self._attributes
             if type(attrs) is BoundedAttributes:  # not isinstance: an ABC check costs more
                 attrs._immutable = True  # as the SDK's end() does
-        self._tracer._emit(self, end)
+        self._tracer._multi.on_end(self)
 
     def __exit__(
         self,
@@ -462,20 +480,3 @@ class DirectSpan(trace.Span):
             self.record_exception(exc_val, escaped=True)
             self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
         super().__exit__(exc_type, exc_val, exc_tb)
-
-    # What the SDK's Span offers read-only processors and tests (it is also a ReadableSpan).
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def attributes(self) -> Mapping[str, types.AnyValue]:
-        return dict(self._attributes or {})
-
-    @property
-    def events(self) -> Sequence[Event]:
-        return tuple(self._events or ())
-
-    @property
-    def status(self) -> Status:
-        return self._status

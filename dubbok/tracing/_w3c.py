@@ -27,7 +27,8 @@ __all__ = ["fast_extract", "fast_traceparent", "has_baggage", "is_default", "par
 TRACEPARENT = "traceparent"
 _OTHER_FIELDS = ("tracestate", "baggage")
 _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_FLAGS = {f"{i:02x}": TraceFlags(i) for i in range(256)}
+_HEX = tuple(f"{i:02x}" for i in range(256))
+_FLAGS = {_HEX[i]: TraceFlags(i) for i in range(256)}
 # The API keeps baggage under a private context key; without it, ask the public function.
 _BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
 _ZERO_TRACE = "0" * 32
@@ -60,7 +61,9 @@ def has_baggage(ctx: Context) -> bool:
 
 def traceparent(sc: SpanContext) -> str:
     """The ``traceparent`` value for ``sc`` (which must carry no ``tracestate``)."""
-    return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+    # bytes.hex is about twice as fast as formatting the ints with "032x".
+    trace_id = sc.trace_id.to_bytes(16, "big").hex()
+    return f"00-{trace_id}-{sc.span_id.to_bytes(8, 'big').hex()}-{_HEX[sc.trace_flags]}"
 
 
 def fast_traceparent(ctx: Context, span_context: SpanContext) -> str | None:

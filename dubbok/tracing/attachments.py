@@ -168,7 +168,7 @@ def snapshot() -> Attachments:
 
 def enter(incoming: Attachments) -> contextvars.Token[Attachments] | None:
     """Make ``incoming`` current for a handled call; ``None`` when there is nothing to undo."""
-    if not incoming and not _current.get():
+    if not incoming.metadata and not _current.get().metadata:  # (no __bool__ call: hot path)
         return None
     return _current.set(incoming)
 

@@ -71,10 +71,32 @@ _CANCELLED = grpc.StatusCode.CANCELLED
 _CLIENT = SpanKind.CLIENT
 _SERVER = SpanKind.SERVER
 _ERROR = StatusCode.ERROR
-_set_span = trace.set_span_in_context
+_global_textmap = propagate.get_global_textmap
 _SAMPLED = TraceFlags.SAMPLED
 _INVALID = INVALID_SPAN_CONTEXT
 _MORE_CONTEXT = frozenset(("tracestate", "baggage"))
+
+
+def _span_key() -> str:
+    """The key the API keeps the current span under in a Context (made at its import)."""
+    (key,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
+    return key
+
+
+# A Context is an immutable dict: with the key, a hot path reads and extends one directly,
+# as ``get_current_span`` / ``set_span_in_context`` do, without their per-call checks.
+_SPAN_KEY = _span_key()
+
+
+def _span_in(ctx: Context) -> Span:
+    span = ctx.get(_SPAN_KEY)
+    return span if span is not None else trace.INVALID_SPAN  # type: ignore[return-value]
+
+
+def _with_span(span: Span, ctx: Context) -> Context:
+    return Context({**ctx, _SPAN_KEY: span})
+
+
 _clock = time.perf_counter
 
 
@@ -151,15 +173,11 @@ def _start_for(tracer: Tracer) -> _Start:
     return _ViaTracer(tracer).start
 
 
-def _remote_context(parent: SpanContext) -> Callable[[], Context]:
-    """The context the propagator would have extracted for ``parent``, made on demand."""
-
-    def make() -> Context:
-        if not parent.is_valid:
-            return Context()
-        return _set_span(NonRecordingSpan(parent), Context())
-
-    return make
+def _remote_context(parent: SpanContext) -> Context:
+    """The context the propagator extracts for ``parent``."""
+    if not parent.is_valid:
+        return Context()
+    return Context({_SPAN_KEY: NonRecordingSpan(parent)})
 
 
 class _Tracing:
@@ -275,7 +293,7 @@ class OtelObserver:
         return self._tracer, self._instruments
 
     def _tracing_for(self, tracer: Tracer) -> _Tracing:
-        propagator = self._propagator or propagate.get_global_textmap()
+        propagator = self._propagator or _global_textmap()
         tracing = self._tracing
         if tracing is None or tracing.propagator is not propagator or tracing.tracer is not tracer:
             tracing = self._tracing = _Tracing(tracer, propagator)
@@ -293,14 +311,20 @@ class OtelObserver:
             tracer, instruments = self._providers()
         attached = att.snapshot()
         if tracer is None:
-            if instruments is None and not attached:
+            if instruments is None and not attached.metadata:
                 return None
             info = self._methods.get(invocation.service, invocation.method)
             return _Call(self, info, None, None, None, _INVALID, instruments, attached)
         info = self._methods.get(invocation.service, invocation.method)
-        tracing = self._tracing_for(tracer)
+        tracing = self._tracing
+        if (
+            tracing is None
+            or tracing.tracer is not tracer
+            or tracing.propagator is not (self._propagator or _global_textmap())
+        ):
+            tracing = self._tracing_for(tracer)
         parent = otel_context.get_current()
-        parent_sc = trace.get_current_span(parent).get_span_context()
+        parent_sc = _span_in(parent).get_span_context()
         if (
             parent_sc.is_valid
             and not parent_sc.trace_flags & _SAMPLED
@@ -346,7 +370,13 @@ class OtelObserver:
         token = att.enter(att.decode(mine) if mine else att.EMPTY)
         if tracer is None:
             return _Served(self, info, None, None, instruments, token)
-        tracing = self._tracing_for(tracer)
+        tracing = self._tracing
+        if (
+            tracing is None
+            or tracing.tracer is not tracer
+            or tracing.propagator is not (self._propagator or _global_textmap())
+        ):
+            tracing = self._tracing_for(tracer)
         base: Context | None = None  # the extracted context, when the propagator made one
         parent_sc: SpanContext | None = None
         if tracing.fast and not more:
@@ -357,21 +387,22 @@ class OtelObserver:
         if parent_sc is None:
             carrier = {k: v for k, v in metadata if v.__class__ is str}
             base = tracing.propagator.extract(carrier)
-            parent_sc = trace.get_current_span(base).get_span_context()
+            parent_sc = _span_in(base).get_span_context()
         if parent_sc.is_valid and not parent_sc.trace_flags & _SAMPLED and tracing.drop_remote:
             # Unsampled upstream and a parent-based sampler: no span, the handler's calls
             # carry the caller's context on.
             if base is None:
-                base = _set_span(NonRecordingSpan(parent_sc), Context())
+                base = Context({_SPAN_KEY: NonRecordingSpan(parent_sc)})
             return _Served(self, info, None, otel_context.attach(base), instruments, token)
         span = tracing.start(
             info.name,
-            base if base is not None else _remote_context(parent_sc),
+            base if base is not None else lambda: _remote_context(parent_sc),
             parent_sc,
             _SERVER,
             info.server_attrs(context.peer() or ""),
         )
-        ctx_token = otel_context.attach(_set_span(span, base if base is not None else Context()))
+        ctx = Context({_SPAN_KEY: span}) if base is None else _with_span(span, base)
+        ctx_token = otel_context.attach(ctx)
         return _Served(self, info, span, ctx_token, instruments, token)
 
 
@@ -446,7 +477,7 @@ class _Call:
         ctx = self._ctx
         if ctx is None:
             assert self._parent is not None
-            ctx = self._parent if self._span is None else _set_span(self._span, self._parent)
+            ctx = self._parent if self._span is None else _with_span(self._span, self._parent)
             self._ctx = ctx
         return ctx
 
@@ -472,7 +503,7 @@ class _Call:
                 if self._fast and not sc.trace_state:
                     md.append((_w3c.TRACEPARENT, _w3c.traceparent(sc)))
                 else:
-                    tracing.inject(md, _set_span(attempt, self._context()))
+                    tracing.inject(md, _with_span(attempt, self._context()))
             elif self._sc.is_valid:
                 # Unsampled: no attempt span; the call's context goes out, so downstream
                 # parent-based samplers drop too and the trace id still reaches the logs.
@@ -483,7 +514,7 @@ class _Call:
                     md.append((_w3c.TRACEPARENT, header))
                 else:
                     tracing.inject(md, self._context())
-        if self._attached:
+        if self._attached.metadata:
             md.extend(self._attached.metadata)
         return md
 

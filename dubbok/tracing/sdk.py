@@ -69,8 +69,10 @@ def _missing(what: str, package: str) -> ConfigurationError:
     )
 
 
-def _otlp_http() -> bool:
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+def _otlp_http(signal: str) -> bool:
+    """Whether OTLP for ``signal`` ("TRACES", "METRICS") goes over HTTP: the signal's own
+    ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL`` first, then ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+    protocol = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
     )
     return protocol.strip().lower().startswith("http")
@@ -82,7 +84,7 @@ def _span_exporter(name: str) -> SpanExporter:
 
         return ConsoleSpanExporter()
     if name == "otlp":
-        if _otlp_http():
+        if _otlp_http("TRACES"):
             try:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
                     OTLPSpanExporter,
@@ -112,7 +114,7 @@ def _metric_reader(name: str) -> MetricReader:
 
         return PeriodicExportingMetricReader(ConsoleMetricExporter())
     if name == "otlp":
-        if _otlp_http():
+        if _otlp_http("METRICS"):
             try:
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
                     OTLPMetricExporter,

@@ -152,20 +152,30 @@ def test_a_missing_otlp_exporter_is_named_before_anything_is_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("opentelemetry.sdk")
-    try:
-        import opentelemetry.exporter.otlp.proto.grpc  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the OTLP exporter is installed here")
-    from opentelemetry import trace
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 
     import dubbok.tracing
 
+    # The exporter is a dev dependency: make it absent (a None entry in sys.modules makes
+    # its import fail) whether or not it is installed.
+    package = "opentelemetry.exporter.otlp.proto.grpc"
+    for module in (package, f"{package}.trace_exporter", f"{package}.metric_exporter"):
+        monkeypatch.setitem(sys.modules, module, None)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
-    with pytest.raises(ConfigurationError, match="opentelemetry-exporter-otlp-proto-grpc"):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^exporter 'otlp' needs the package opentelemetry-exporter-otlp-proto-grpc",
+    ):
         dubbok.tracing.configure(service_name="x", exporter="otlp")
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^metrics exporter 'otlp' needs the package opentelemetry-exporter-otlp-proto-grpc",
+    ):
+        dubbok.tracing.configure(service_name="x", exporter=None, metrics_exporter="otlp")
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert not isinstance(metrics.get_meter_provider(), SdkMeterProvider)
     with pytest.raises(ConfigurationError, match="unknown trace exporter 'zipkin'"):
         dubbok.tracing.configure(exporter="zipkin")
 
