@@ -24,9 +24,11 @@ implementation      server process and client process
 ==================  ==========================================================================
 
 Both sides of an implementation are configured alike (a sampled client span makes the
-server sample too). Each server and client is its own process; the phases of every
-implementation are interleaved per repeat (the order alternates), and each ratio is the
-median of the back-to-back ratios against ``raw``.
+server sample too). Each server and client is its own process. The machine's speed drifts by
+tens of percent over tens of seconds, so every phase of an implementation runs between two
+``raw`` phases (``raw, A, raw, B, raw, ...``, the order of the others alternating per repeat)
+and is divided by their mean; ``x raw`` is the median of those ratios over the repeats.
+``x dubbok`` pairs each phase with the ``dubbok`` phase of the same repeat.
 
 Before the load phases, the observer hooks are also timed alone, in this process, with no
 network (``--hooks-only`` stops there): a figure that is stable from run to run on a shared
@@ -45,6 +47,7 @@ import itertools
 import math
 import os
 import signal
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -72,6 +75,7 @@ from bench.harness import (
     median_result,
     paired_ratio,
     progress,
+    ratio,
     render_table,
     results_path,
     run_load,
@@ -488,9 +492,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 Runs = dict[tuple[str, int, str], list[LoadResult]]
+Ratios = dict[tuple[str, int, str], list[float]]
 
 
-def measure_mode(mode: str, args: argparse.Namespace, runs: Runs) -> None:
+def _phase(
+    clients: dict[str, Child],
+    runs: Runs,
+    key: tuple[str, int],
+    impl: str,
+    spec: LoadSpec,
+    repeat: int,
+) -> float:
+    """Run one measured phase of ``impl``, keep its result, and return its QPS."""
+    mode, concurrency = key
+    result = run_load(clients[impl], spec)
+    runs[mode, concurrency, impl].append(result)
+    progress(
+        f"  {mode:<4} c={concurrency:<3} {impl:<14} #{repeat + 1}: "
+        f"{fmt_rate(result.qps)} qps, p99 {fmt_ms(result.p99)} ms"
+        + (f", {result.errors} errors" if result.errors else "")
+    )
+    return result.qps
+
+
+def measure_mode(mode: str, args: argparse.Namespace, runs: Runs, brackets: Ratios) -> None:
     """Start every implementation's server and client in ``mode``, run the phases, and
     stop every process, also on error or Ctrl-C."""
     server_target = sync_server if mode == "sync" else aio_server
@@ -507,18 +532,18 @@ def measure_mode(mode: str, args: argparse.Namespace, runs: Runs) -> None:
             )
         for client in clients.values():
             client.wait_ready(READY_TIMEOUT)
+        others = [impl for impl in args.impls if impl != "raw"]
         for repeat in range(args.repeat):
-            order = args.impls if repeat % 2 == 0 else args.impls[::-1]
+            order = others if repeat % 2 == 0 else others[::-1]
             for concurrency in args.concurrency:
+                spec = LoadSpec(concurrency, args.warmup, args.duration, CALL_TIMEOUT + 5.0)
+                key = (mode, concurrency)
+                before = _phase(clients, runs, key, "raw", spec, repeat)
                 for impl in order:
-                    spec = LoadSpec(concurrency, args.warmup, args.duration, CALL_TIMEOUT + 5.0)
-                    result = run_load(clients[impl], spec)
-                    runs[mode, concurrency, impl].append(result)
-                    progress(
-                        f"  {mode:<4} c={concurrency:<3} {impl:<14} #{repeat + 1}: "
-                        f"{fmt_rate(result.qps)} qps, p99 {fmt_ms(result.p99)} ms"
-                        + (f", {result.errors} errors" if result.errors else "")
-                    )
+                    qps = _phase(clients, runs, key, impl, spec, repeat)
+                    after = _phase(clients, runs, key, "raw", spec, repeat)
+                    brackets[mode, concurrency, impl].append(ratio(qps, (before + after) / 2))
+                    before = after
     finally:
         stop_all(clients.values(), grace=2.0)
         stop_all(servers.values(), grace=SERVER_GRACE)
@@ -529,7 +554,14 @@ def _paired(runs: Runs, mode: str, concurrency: int, impl: str, base: str) -> fl
     return paired_ratio([(x.qps, b.qps) for b, x in pairs])
 
 
-def build_rows(runs: Runs, args: argparse.Namespace) -> list[dict[str, Any]]:
+def _bracketed(brackets: Ratios, mode: str, concurrency: int, impl: str) -> float:
+    if impl == "raw":
+        return 1.0
+    found = [x for x in brackets[mode, concurrency, impl] if not math.isnan(x)]
+    return statistics.median(found) if found else math.nan
+
+
+def build_rows(runs: Runs, args: argparse.Namespace, brackets: Ratios) -> list[dict[str, Any]]:
     rows = []
     for mode in args.modes:
         for concurrency in args.concurrency:
@@ -538,7 +570,7 @@ def build_rows(runs: Runs, args: argparse.Namespace) -> list[dict[str, Any]]:
                 if not results:
                     continue
                 median = median_result(results)
-                vs_raw = _paired(runs, mode, concurrency, impl, "raw")
+                vs_raw = _bracketed(brackets, mode, concurrency, impl)
                 vs_dubbok = (
                     _paired(runs, mode, concurrency, impl, "dubbok")
                     if impl.startswith("dubbok") and runs[mode, concurrency, "dubbok"]
@@ -584,7 +616,8 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError("--repeat and --workers must be at least 1, --payload at least 0")
     LoadSpec(1, args.warmup, args.duration)
     env = environment()
-    phases = len(args.modes) * len(args.concurrency) * len(args.impls) * args.repeat
+    others = len([impl for impl in args.impls if impl != "raw"])
+    phases = len(args.modes) * len(args.concurrency) * (2 * others + 1) * args.repeat
     print(f"dubbok tracing cost: unary {SERVICE}/Echo, {args.payload}-byte payload")
     print(
         f"python {env['python']}, grpcio {env['grpcio']}, {env['cpu_count']} CPUs "
@@ -605,16 +638,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     progress(f"{phases} phases, about {phases * (args.warmup + args.duration):.0f} s")
     runs: Runs = defaultdict(list)
+    brackets: Ratios = defaultdict(list)
     started = time.monotonic()
     for mode in args.modes:
-        measure_mode(mode, args, runs)
-    rows = build_rows(runs, args)
+        measure_mode(mode, args, runs, brackets)
+    rows = build_rows(runs, args, brackets)
     print()
     print(render_rows(rows))
     print()
     print(
-        "qps: calls/s (median of repeats); x raw / x dubbok: QPS ratio to raw grpcio / to "
-        "dubbok without an observer, median over back-to-back pairs; p50, p99: ms; cpu: "
+        "qps: calls/s (median of repeats); x raw: QPS over the mean of the raw phases just "
+        "before and after, median over repeats; x dubbok: over the dubbok phase of the same "
+        "repeat, median; p50, p99: ms; cpu: "
         "client CPU us per call"
     )
     for row in rows:

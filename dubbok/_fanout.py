@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from .attachments import Attachments, enter, leave, snapshot
 from .cluster.fanout import Action, FanOut
 from .core import CallPlan
 from .endpoint import Endpoint
@@ -25,6 +26,10 @@ from .observe import CallObservation
 __all__ = ["Failback", "run_fanout"]
 
 log = logging.getLogger("dubbok.cluster")
+
+# A failback call waiting for its next try: when, which try, what to send, and the
+# attachments of the call that failed (a retry carries those, not its thread's or task's).
+_Queued = tuple[float, int, Any, Any, Metadata | None, Attachments]
 
 
 def run_fanout(
@@ -109,7 +114,7 @@ class Failback:
         self._name = name
         self._size = queue_size
         self._outstanding = 0
-        self._queue: queue.Queue[tuple[float, int, Any, Any, Metadata | None]] = queue.Queue()
+        self._queue: queue.Queue[_Queued] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -125,7 +130,9 @@ class Failback:
                 )
                 return
             self._outstanding += 1
-            self._queue.put_nowait((time.monotonic() + self._interval, 1, info, request, metadata))
+            self._queue.put_nowait(
+                (time.monotonic() + self._interval, 1, info, request, metadata, snapshot())
+            )
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"dubbok-failback-{self._name}", daemon=True
@@ -147,11 +154,12 @@ class Failback:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                due, attempt, info, request, metadata = self._queue.get(timeout=0.5)
+                due, attempt, info, request, metadata, attached = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
+            restore = enter(attached)
             try:
                 self._resend(info, request, metadata)
             except Exception as exc:
@@ -161,10 +169,19 @@ class Failback:
                         "%s: failback gave up after %d retries: %s", self._name, attempt, exc
                     )
                 else:
-                    item = (time.monotonic() + self._interval, attempt + 1, info, request, metadata)
+                    item = (
+                        time.monotonic() + self._interval,
+                        attempt + 1,
+                        info,
+                        request,
+                        metadata,
+                        attached,
+                    )
                     self._queue.put_nowait(item)
             else:
                 self._settle(delivered=True)
+            finally:
+                leave(restore)
 
     def close(self) -> None:
         self._stop.set()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from .attachments import _current as _attachments
 from .balancer import Balancer, Picker
 from .cluster import ClusterPolicy
 from .cluster.budget import RetryBudget
@@ -63,6 +64,7 @@ MIN_ATTEMPT_SECONDS = 0.001
 # When a deadline is split across attempts, no attempt gets less than this share of it.
 MIN_SPLIT_SHARE = 0.2
 ATTEMPT_HEADER = "x-dubbok-attempt"
+_attached = _attachments.get  # the caller's attachments (dubbok.attachments), read per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,10 @@ class CallPlan:
         if tag is not None and tag.value and not any(k == TAG_HEADER for k, _ in metadata):
             # The caller's tag lane travels downstream with every call it makes.
             metadata = (*metadata, (TAG_HEADER, tag.value))
+        attached = _attached().metadata
+        if attached:
+            # The caller's attachments, as they are now, go with every attempt of the call.
+            metadata = (*metadata, *attached)
         self.outgoing = metadata
         self.tried: list[str] = []
         self.attempts: list[AttemptRecord] = []

@@ -19,6 +19,11 @@ from typing import Any
 
 import grpc
 
+from .attachments import EMPTY as NO_ATTACHMENTS
+from .attachments import PREFIX as ATTACHMENT_PREFIX
+from .attachments import _current as _attachments
+from .attachments import decode as decode_attachments
+from .attachments import leave as leave_attachments
 from .context import incoming_deadline, serving_retry
 from .core import ATTEMPT_HEADER
 from .endpoint import Endpoint
@@ -98,24 +103,41 @@ def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCod
     return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
 
 
-CallTokens = tuple[Any, Any, Any]
+CallTokens = tuple[Any, Any, Any, Any]
 
 
 def enter_call(context: Any) -> CallTokens:
     """Make the incoming call's context current for its handler (and the calls it makes):
     its deadline, whether it is a retry (``x-dubbok-attempt``), its tag lane
-    (``x-dubbok-tag``). One pass over the metadata."""
+    (``x-dubbok-tag``), its attachments (``x-dubbok-att-*``, at most
+    :data:`dubbok.attachments.MAX_BYTES`). One pass over the metadata."""
     retry = tag = None
+    attached: list[tuple[str, Any]] | None = None
     for key, value in context.invocation_metadata() or ():
         if key == ATTEMPT_HEADER:
             retry = serving_retry.set(True)
         elif key == TAG_HEADER and isinstance(value, str):
             tag = enter_tag(value)
-    return incoming_deadline.set(_remaining(context)), retry, tag
+        # (`in` first: the cheapest "no" for every other key)
+        elif ATTACHMENT_PREFIX in key and key.startswith(ATTACHMENT_PREFIX):
+            if attached is None:
+                attached = []
+            attached.append((key, value))
+    # The handler sees the caller's attachments and nothing else (not those of the context
+    # the server runs in); with none on either side there is nothing to set or undo.
+    if attached is not None:
+        incoming = _attachments.set(decode_attachments(attached))
+    elif _attachments.get().metadata:
+        incoming = _attachments.set(NO_ATTACHMENTS)
+    else:
+        incoming = None
+    return incoming_deadline.set(_remaining(context)), retry, tag, incoming
 
 
 def leave_call(tokens: CallTokens) -> None:
-    deadline, retry, tag = tokens
+    deadline, retry, tag, attached = tokens
+    if attached is not None:
+        leave_attachments(attached)
     incoming_deadline.reset(deadline)
     if retry is not None:
         serving_retry.reset(retry)

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from ..attachments import Attachments, enter, leave, snapshot
 from ..cluster.fanout import Action, FanOut
 from ..core import CallPlan
 from ..endpoint import Endpoint
@@ -20,6 +21,10 @@ from ..observe import CallObservation
 __all__ = ["AsyncFailback", "run_fanout_async"]
 
 log = logging.getLogger("dubbok.cluster")
+
+# A failback call waiting for its next try: when, which try, what to send, and the
+# attachments of the call that failed (a retry carries those, not its thread's or task's).
+_Queued = tuple[float, int, Any, Any, Metadata | None, Attachments]
 
 
 async def run_fanout_async(
@@ -109,7 +114,7 @@ class AsyncFailback:
         self._name = name
         self._size = queue_size
         self._outstanding = 0
-        self._queue: asyncio.Queue[tuple[float, int, Any, Any, Metadata | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.delivered = 0
@@ -122,7 +127,9 @@ class AsyncFailback:
             )
             return
         self._outstanding += 1
-        self._queue.put_nowait((time.monotonic() + self._interval, 1, info, request, metadata))
+        self._queue.put_nowait(
+            (time.monotonic() + self._interval, 1, info, request, metadata, snapshot())
+        )
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -132,8 +139,9 @@ class AsyncFailback:
 
     async def _run(self) -> None:
         while True:
-            due, attempt, info, request, metadata = await self._queue.get()
+            due, attempt, info, request, metadata, attached = await self._queue.get()
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+            restore = enter(attached)
             try:
                 await self._resend(info, request, metadata)
             except Exception as exc:
@@ -144,11 +152,20 @@ class AsyncFailback:
                         "%s: failback gave up after %d retries: %s", self._name, attempt, exc
                     )
                 else:
-                    item = (time.monotonic() + self._interval, attempt + 1, info, request, metadata)
+                    item = (
+                        time.monotonic() + self._interval,
+                        attempt + 1,
+                        info,
+                        request,
+                        metadata,
+                        attached,
+                    )
                     self._queue.put_nowait(item)
             else:
                 self.delivered += 1
                 self._outstanding -= 1
+            finally:
+                leave(restore)
 
     async def aclose(self) -> None:
         if self._task is not None:

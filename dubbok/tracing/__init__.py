@@ -13,8 +13,9 @@ That installs a TracerProvider (unless the application has one), a MeterProvider
 What is here:
 
 * :class:`OtelObserver` — spans (a CLIENT span per logical call with a child per attempt, a
-  SERVER span per handled call), W3C trace context in gRPC metadata, RPC metrics, and
-  :mod:`~dubbok.tracing.attachments` carried between services.
+  SERVER span per handled call), W3C trace context in gRPC metadata, and RPC metrics.
+* :mod:`~dubbok.tracing.attachments` — the same module as :mod:`dubbok.attachments`:
+  values carried between services by every dubbok call, with or without an observer.
 * :class:`AccessLogObserver` — JSON access log lines on the ``dubbok.access`` logger.
 * :class:`CompositeObserver` — several observers as one.
 * :mod:`dubbok.tracing.metrics` — the gauges the control plane reports.

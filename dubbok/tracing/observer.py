@@ -1,4 +1,4 @@
-"""The OpenTelemetry observer: spans, context propagation, attachments and RPC metrics.
+"""The OpenTelemetry observer: spans, context propagation and RPC metrics.
 
 Installed on an App (``App(observer=OtelObserver())``) or as the process default
 (:func:`dubbok.tracing.configure`), it turns the drivers' hooks (:mod:`dubbok.observe`) into::
@@ -15,7 +15,7 @@ attempts of an unsampled call get no span of their own and carry the call's (uns
 context, so the provider's parent-based sampler drops its span too. The client never makes
 its spans current (no ``start_as_current_span``): it hands their context to the propagator
 directly. With no tracer provider and no meter provider installed an observation is not even
-created — unless attachments must be carried.
+created.
 
 Threads and tasks: one observer serves every thread and task of its App. A client
 observation lives on the calling thread or task; a server observation is created on the
@@ -58,7 +58,6 @@ from ..invocation import Invocation, Metadata
 from ..observe import CallObservation, ServerObservation
 from . import _semconv as sc
 from . import _w3c
-from . import attachments as att
 from ._method import EndTables, MethodInfo, MethodTable
 from ._semconv import semconv_from_env
 from .metrics import REGISTRY, Instruments
@@ -309,12 +308,11 @@ class OtelObserver:
             tracer, instruments = self._tracer, self._instruments
         else:
             tracer, instruments = self._providers()
-        attached = att.snapshot()
         if tracer is None:
-            if instruments is None and not attached.metadata:
+            if instruments is None:
                 return None
             info = self._methods.get(invocation.service, invocation.method)
-            return _Call(self, info, None, None, None, _INVALID, instruments, attached)
+            return _Call(self, info, None, None, None, _INVALID, instruments)
         info = self._methods.get(invocation.service, invocation.method)
         tracing = self._tracing
         if (
@@ -331,13 +329,11 @@ class OtelObserver:
             and (tracing.drop_remote if parent_sc.is_remote else tracing.drop_local)
         ):
             # The sampler would drop this call: pass the parent's context on as it is.
-            return _Call(self, info, tracing, None, parent, parent_sc, instruments, attached)
+            return _Call(self, info, tracing, None, parent, parent_sc, instruments)
         span = tracing.start(
             info.name, parent, parent_sc, _CLIENT, info.call_attrs(loadbalance, cluster)
         )
-        return _Call(
-            self, info, tracing, span, parent, span.get_span_context(), instruments, attached
-        )
+        return _Call(self, info, tracing, span, parent, span.get_span_context(), instruments)
 
     # -- server --------------------------------------------------------------------------------
 
@@ -349,27 +345,18 @@ class OtelObserver:
             tracer, instruments = self._providers()
         metadata = context.invocation_metadata() or ()
         if tracer is None and instruments is None:
-            incoming = _incoming_attachments(metadata)
-            if not incoming:
-                return None
-            return _Served(self, None, None, None, None, att.enter(incoming))
+            return None
         info = self._methods.get(service, method)
-        # One pass over the metadata: the trace headers, and attachments for us.
+        # One pass over the metadata: the trace headers.
         header: str | bytes | None = None
         more = False  # tracestate or baggage: the propagator's to read
-        mine: list[tuple[str, str | bytes]] | None = None
         for key, value in metadata:
             if key == _w3c.TRACEPARENT:
                 header = value
-            elif key.startswith(att.PREFIX):
-                if mine is None:
-                    mine = []
-                mine.append((key, value))
             elif key in _MORE_CONTEXT:
                 more = True
-        token = att.enter(att.decode(mine) if mine else att.EMPTY)
         if tracer is None:
-            return _Served(self, info, None, None, instruments, token)
+            return _Served(self, info, None, None, instruments)
         tracing = self._tracing
         if (
             tracing is None
@@ -393,7 +380,7 @@ class OtelObserver:
             # carry the caller's context on.
             if base is None:
                 base = Context({_SPAN_KEY: NonRecordingSpan(parent_sc)})
-            return _Served(self, info, None, otel_context.attach(base), instruments, token)
+            return _Served(self, info, None, otel_context.attach(base), instruments)
         span = tracing.start(
             info.name,
             base if base is not None else lambda: _remote_context(parent_sc),
@@ -403,12 +390,7 @@ class OtelObserver:
         )
         ctx = Context({_SPAN_KEY: span}) if base is None else _with_span(span, base)
         ctx_token = otel_context.attach(ctx)
-        return _Served(self, info, span, ctx_token, instruments, token)
-
-
-def _incoming_attachments(metadata: Any) -> att.Attachments:
-    mine = [(k, v) for k, v in metadata if k.startswith(att.PREFIX)]
-    return att.decode(mine) if mine else att.EMPTY
+        return _Served(self, info, span, ctx_token, instruments)
 
 
 class _Call:
@@ -420,7 +402,6 @@ class _Call:
     """
 
     __slots__ = (
-        "_attached",
         "_attempt",
         "_attempt_at",
         "_ctx",
@@ -447,7 +428,6 @@ class _Call:
         parent: Context | None,
         span_context: SpanContext,
         instruments: Instruments | None,
-        attached: att.Attachments,
     ) -> None:
         self._observer = observer
         self._info = info
@@ -469,7 +449,6 @@ class _Call:
         self._attempt_at = ""
         self._open: dict[str, Span] | None = None
         self._instruments = instruments
-        self._attached = attached
         self._started = _clock() if instruments is not None else 0.0
 
     def _context(self) -> Context:
@@ -514,8 +493,6 @@ class _Call:
                     md.append((_w3c.TRACEPARENT, header))
                 else:
                     tracing.inject(md, self._context())
-        if self._attached.metadata:
-            md.extend(self._attached.metadata)
         return md
 
     def attempt_done(
@@ -572,7 +549,6 @@ class _Served:
     """One observed handled call; finished on the thread or task that created it."""
 
     __slots__ = (
-        "_att_token",
         "_ctx_token",
         "_info",
         "_instruments",
@@ -588,14 +564,12 @@ class _Served:
         span: Span | None,
         ctx_token: Token[Context] | None,
         instruments: Instruments | None,
-        att_token: Token[att.Attachments] | None,
     ) -> None:
         self._observer = observer
         self._info = info
         self._span = span
         self._ctx_token = ctx_token
         self._instruments = instruments
-        self._att_token = att_token
         self._started = _clock() if instruments is not None else 0.0
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
@@ -617,8 +591,6 @@ class _Served:
                 span.end()
         if self._ctx_token is not None:
             otel_context.detach(self._ctx_token)
-        if self._att_token is not None:
-            att.leave(self._att_token)
         if self._instruments is not None and self._info is not None:
             self._instruments.server_done(self._info, code, _clock() - self._started)
 

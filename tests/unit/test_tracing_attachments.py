@@ -100,7 +100,7 @@ def test_incoming_attachments_beyond_the_bound_are_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pairs = [(f"{PREFIX}k{i}", "v" * 1000) for i in range(12)]
-    with caplog.at_level(logging.WARNING, logger="dubbok.tracing.attachments"):
+    with caplog.at_level(logging.WARNING, logger="dubbok.attachments"):
         decoded = attachments.decode(pairs)
     assert decoded.size <= MAX_BYTES
     assert len(decoded.values) == MAX_BYTES // (len(PREFIX) + 2 + 1000)
