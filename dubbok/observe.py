@@ -18,6 +18,11 @@ Server side, per handled call::
     obs = observer.handle(service, method, context)  # before the handler; sets the context
     obs.done(code, details)                           # after it, in the same thread or task
 
+An observer class may also define ``handle_incoming(service, method, context, metadata)``:
+the provider then calls it instead of ``handle``, with the call's invocation metadata, which
+it has read already (an asyncio server builds that tuple anew on every
+``context.invocation_metadata()``, several µs a call).
+
 Every hook is called on the caller's thread or task, must not block, and must not raise (an
 exception from a hook is a bug in the observer and is not caught on the hot path).
 """

@@ -30,7 +30,7 @@ from .endpoint import Endpoint
 from .errors import BindError, ServiceDefinitionError
 from .invocation import Deadline
 from .limit import AdaptiveLimitPolicy, Admission, LimitPolicy, MethodGuard, MethodLimits
-from .observe import Observer
+from .observe import Observer, ServerObservation
 from .routing.tag import TAG_HEADER, enter_tag, leave_tag
 from .service import ServiceOptions, method_options, service_options
 from .stub import read_servicer
@@ -106,14 +106,17 @@ def status_of(context: Any, error: BaseException | None) -> tuple[grpc.StatusCod
 CallTokens = tuple[Any, Any, Any, Any]
 
 
-def enter_call(context: Any) -> CallTokens:
+def enter_call(context: Any, metadata: Any = None) -> CallTokens:
     """Make the incoming call's context current for its handler (and the calls it makes):
     its deadline, whether it is a retry (``x-dubbok-attempt``), its tag lane
     (``x-dubbok-tag``), its attachments (``x-dubbok-att-*``, at most
-    :data:`dubbok.attachments.MAX_BYTES`). One pass over the metadata."""
+    :data:`dubbok.attachments.MAX_BYTES`). One pass over the metadata (``metadata``: the
+    call's invocation metadata when the caller has read it already)."""
     retry = tag = None
     attached: list[tuple[str, Any]] | None = None
-    for key, value in context.invocation_metadata() or ():
+    if metadata is None:
+        metadata = context.invocation_metadata() or ()
+    for key, value in metadata:
         if key == ATTEMPT_HEADER:
             retry = serving_retry.set(True)
         elif key == TAG_HEADER and isinstance(value, str):
@@ -145,6 +148,22 @@ def leave_call(tokens: CallTokens) -> None:
         leave_tag(tag)
 
 
+_IncomingHook = Callable[[Any, str, str, Any, Any], ServerObservation | None]
+_incoming_hooks: dict[type, _IncomingHook | None] = {}
+
+
+def _incoming_hook(observer: Observer) -> _IncomingHook | None:
+    """The observer class's ``handle_incoming`` (see :mod:`dubbok.observe`), looked up once
+    per class."""
+    cls = type(observer)
+    try:
+        return _incoming_hooks[cls]
+    except KeyError:
+        hook = getattr(cls, "handle_incoming", None)
+        _incoming_hooks[cls] = hook if callable(hook) else None
+        return _incoming_hooks[cls]
+
+
 class ServedCall:
     """What every wrapped handler does around the servicer's code, sync or asyncio:
     make the call's context current, observe it, apply the method's limits.
@@ -161,8 +180,18 @@ class ServedCall:
 
     def __init__(self, context: Any, service: str, method: str, observer: Observer | None) -> None:
         self._context = context
-        self._tokens = enter_call(context)
-        self.obs = observer.handle(service, method, context) if observer is not None else None
+        # Read once: an asyncio server builds the tuple anew on every read (about 4 µs).
+        metadata = context.invocation_metadata() or ()
+        self._tokens = enter_call(context, metadata)
+        if observer is None:
+            self.obs = None
+        else:
+            incoming = _incoming_hook(observer)
+            self.obs = (
+                incoming(observer, service, method, context, metadata)
+                if incoming is not None
+                else observer.handle(service, method, context)
+            )
         self._admission: Admission | None = None
         self._started = 0.0
 

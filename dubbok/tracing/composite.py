@@ -49,9 +49,21 @@ class CompositeObserver:
         return found[0] if len(found) == 1 else _Calls(tuple(found))
 
     def handle(self, service: str, method: str, context: Any) -> ServerObservation | None:
-        found = [
-            o for o in (x.handle(service, method, context) for x in self.observers) if o is not None
-        ]
+        return self.handle_incoming(service, method, context, None)
+
+    def handle_incoming(
+        self, service: str, method: str, context: Any, metadata: Any
+    ) -> ServerObservation | None:
+        """As :meth:`handle`; hands ``metadata`` on to the observers that take it."""
+        found = []
+        for observer in self.observers:
+            incoming = getattr(observer, "handle_incoming", None)
+            if incoming is not None and metadata is not None:
+                served = incoming(service, method, context, metadata)
+            else:
+                served = observer.handle(service, method, context)
+            if served is not None:
+                found.append(served)
         if not found:
             return None
         return found[0] if len(found) == 1 else _Served(tuple(reversed(found)))

@@ -339,13 +339,20 @@ class OtelObserver:
 
     def handle(self, service: str, method: str, context: Any) -> ServerObservation | None:
         """A call is about to be handled (on the handler's thread or task)."""
+        return self.handle_incoming(service, method, context, None)
+
+    def handle_incoming(
+        self, service: str, method: str, context: Any, metadata: Any
+    ) -> ServerObservation | None:
+        """As :meth:`handle`, given the call's invocation metadata (``None``: read it)."""
         if self._settled:
             tracer, instruments = self._tracer, self._instruments
         else:
             tracer, instruments = self._providers()
-        metadata = context.invocation_metadata() or ()
         if tracer is None and instruments is None:
             return None
+        if metadata is None:
+            metadata = context.invocation_metadata() or ()
         info = self._methods.get(service, method)
         # One pass over the metadata: the trace headers.
         header: str | bytes | None = None

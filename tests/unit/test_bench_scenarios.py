@@ -142,3 +142,15 @@ def test_part_list_keeps_the_scenario_order_and_refuses_unknown_parts() -> None:
     assert part_list("budget, balance") == ["balance", "budget"]
     with pytest.raises(argparse.ArgumentTypeError, match="parts are balance, budget"):
         part_list("balance,nope")
+
+
+def test_tracing_ratios_are_medians_of_bracketed_ratios_skipping_missing_ones() -> None:
+    from collections import defaultdict
+
+    from bench.tracing import _bracketed
+
+    brackets: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    brackets["aio", 16, "dubbok-all"] += [0.7, math.nan, 0.9, 0.8]
+    assert _bracketed(brackets, "aio", 16, "dubbok-all") == pytest.approx(0.8)
+    assert _bracketed(brackets, "aio", 16, "raw") == 1.0
+    assert math.isnan(_bracketed(brackets, "sync", 16, "dubbok-all"))
