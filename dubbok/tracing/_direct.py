@@ -61,9 +61,10 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
-    TraceState,
 )
 from opentelemetry.util import types
+
+from ._w3c import DEFAULT_STATE, TUPLE_LAYOUT
 
 __all__ = ["DirectSpan", "DirectTracer"]
 
@@ -131,24 +132,7 @@ def _context(source: ContextSource | None) -> Context | None:
     return source() if callable(source) else source
 
 
-def _tuple_layout() -> bool:
-    """Whether ``SpanContext`` is the tuple this module builds and reads directly."""
-    try:
-        made = SpanContext(7, 9, True, _FLAGS[1], _DEFAULT_STATE)
-        built = tuple.__new__(SpanContext, (7, 9, True, _FLAGS[1], _DEFAULT_STATE, True))
-        return bool(
-            made == built
-            and (made.trace_id, made.span_id, made.is_remote) == made[:3]
-            and made.trace_flags is made[3]
-            and made.trace_state is made[4]
-            and made.is_valid is made[5] is True
-        )
-    except Exception:  # any surprise means: do not use the layout
-        return False
-
-
-_DEFAULT_STATE = TraceState.get_default()
-TUPLE_LAYOUT = _tuple_layout()
+_DEFAULT_STATE = DEFAULT_STATE
 _new_context = tuple.__new__
 
 

@@ -19,7 +19,13 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = ["fast_extract", "fast_traceparent", "has_baggage", "is_default", "parse", "traceparent"]
@@ -35,6 +41,28 @@ _DEFAULT_SHAPES = (
     (TraceContextTextMapPropagator, W3CBaggagePropagator),
     (TraceContextTextMapPropagator,),
 )
+
+
+def _tuple_layout() -> bool:
+    """Whether ``SpanContext`` is ``tuple[trace_id, span_id, is_remote, trace_flags,
+    trace_state, is_valid]``, as its type says: then the hot paths build and read it as one."""
+    try:
+        made = SpanContext(7, 9, True, TraceFlags(1), DEFAULT_STATE)
+        built = tuple.__new__(SpanContext, (7, 9, True, made.trace_flags, DEFAULT_STATE, True))
+        return bool(
+            made == built
+            and (made.trace_id, made.span_id, made.is_remote) == made[:3]
+            and made.trace_flags is made[3]
+            and made.trace_state is made[4]
+            and made.is_valid is made[5] is True
+        )
+    except Exception:  # any surprise means: do not use the layout
+        return False
+
+
+DEFAULT_STATE = TraceState.get_default()
+TUPLE_LAYOUT = _tuple_layout()
+_new_context = tuple.__new__
 
 
 def is_default(propagator: TextMapPropagator) -> bool:
@@ -59,9 +87,14 @@ def has_baggage(ctx: Context) -> bool:
 
 def traceparent(sc: SpanContext) -> str:
     """The ``traceparent`` value for ``sc`` (which must carry no ``tracestate``)."""
+    if TUPLE_LAYOUT:
+        trace_id, span_id, flags = sc[0], sc[1], sc[3]
+    else:
+        trace_id, span_id, flags = sc.trace_id, sc.span_id, sc.trace_flags
     # bytes.hex is about twice as fast as formatting the ints with "032x".
-    trace_id = sc.trace_id.to_bytes(16, "big").hex()
-    return f"00-{trace_id}-{sc.span_id.to_bytes(8, 'big').hex()}-{_HEX[sc.trace_flags]}"
+    return (
+        f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_HEX[flags]}"
+    )
 
 
 def fast_traceparent(ctx: Context, span_context: SpanContext) -> str | None:
@@ -82,6 +115,10 @@ def parse(header: str) -> SpanContext | None:
     span_id = int(header[36:52], 16)
     if not trace_id or not span_id:
         return INVALID_SPAN_CONTEXT
+    if TUPLE_LAYOUT:  # valid ids (checked above): build the tuple without SpanContext's checks
+        return _new_context(
+            SpanContext, (trace_id, span_id, True, _FLAGS[header[53:55]], DEFAULT_STATE, True)
+        )
     return SpanContext(trace_id, span_id, True, _FLAGS[header[53:55]])
 
 
