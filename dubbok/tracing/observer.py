@@ -15,7 +15,9 @@ attempts of an unsampled call get no span of their own and carry the call's (uns
 context, so the provider's parent-based sampler drops its span too. The client never makes
 its spans current (no ``start_as_current_span``): it hands their context to the propagator
 directly. With no tracer provider and no meter provider installed an observation is not even
-created.
+created. Spans are recorded straight into the SDK's processors when that gives the same
+spans (:mod:`._direct`), else through ``tracer.start_span``; the W3C header is written and
+read here directly when the propagator is the default one (:mod:`._w3c`).
 
 Threads and tasks: one observer serves every thread and task of its App. A client
 observation lives on the calling thread or task; a server observation is created on the
