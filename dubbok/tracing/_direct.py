@@ -64,7 +64,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from ._w3c import DEFAULT_STATE, TUPLE_LAYOUT
+from ._w3c import DEFAULT_STATE, TUPLE_LAYOUT, new_context
 
 __all__ = ["DirectSpan", "DirectTracer"]
 
@@ -130,10 +130,6 @@ def _limits_fit(limits: Any) -> bool:
 
 def _context(source: ContextSource | None) -> Context | None:
     return source() if callable(source) else source
-
-
-_DEFAULT_STATE = DEFAULT_STATE
-_new_context = tuple.__new__
 
 
 class DirectTracer:
@@ -235,7 +231,7 @@ class DirectTracer:
         else:
             trace_id = tracer.id_generator.generate_trace_id()
             flags = _RANDOM if self._random_ids else 0
-            trace_state = _DEFAULT_STATE
+            trace_state = DEFAULT_STATE
             parent_or_none = None
             if plan is not None:
                 rule = plan[0]
@@ -251,11 +247,11 @@ class DirectTracer:
             )
             decision = result.decision
             recorded = result.attributes
-            trace_state = result.trace_state or _DEFAULT_STATE
+            trace_state = result.trace_state or DEFAULT_STATE
         if decision is _SAMPLE:
             flags |= _SAMPLED
         span_id = tracer.id_generator.generate_span_id()
-        span_context: SpanContext = _new_context(
+        span_context: SpanContext = new_context(
             SpanContext, (trace_id, span_id, False, _FLAGS[flags], trace_state, True)
         )
         if decision is _DROP:

@@ -12,26 +12,25 @@ header in another version) goes through the propagator itself.
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
-    NonRecordingSpan,
     SpanContext,
     TraceFlags,
     TraceState,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["fast_extract", "fast_traceparent", "has_baggage", "is_default", "parse", "traceparent"]
+__all__ = ["has_baggage", "is_default", "parse", "traceparent"]
 
 TRACEPARENT = "traceparent"
-_OTHER_FIELDS = ("tracestate", "baggage")
+# Headers of the default propagator besides traceparent: when present, it reads them itself.
+OTHER_FIELDS = frozenset(("tracestate", "baggage"))
 _VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _HEX = tuple(f"{i:02x}" for i in range(256))
 _FLAGS = {_HEX[i]: TraceFlags(i) for i in range(256)}
@@ -62,7 +61,7 @@ def _tuple_layout() -> bool:
 
 DEFAULT_STATE = TraceState.get_default()
 TUPLE_LAYOUT = _tuple_layout()
-_new_context = tuple.__new__
+new_context = tuple.__new__  # SpanContext built as its tuple (with TUPLE_LAYOUT)
 
 
 def is_default(propagator: TextMapPropagator) -> bool:
@@ -97,14 +96,6 @@ def traceparent(sc: SpanContext) -> str:
     )
 
 
-def fast_traceparent(ctx: Context, span_context: SpanContext) -> str | None:
-    """The ``traceparent`` value the default propagator would write for ``ctx`` (whose span
-    has ``span_context``), or ``None`` when it would write more than that header."""
-    if span_context.trace_state or has_baggage(ctx):
-        return None
-    return traceparent(span_context)
-
-
 def parse(header: str) -> SpanContext | None:
     """The remote parent in a ``traceparent`` value, as the default propagator reads it:
     ``INVALID_SPAN_CONTEXT`` when it names none, ``None`` when the propagator must read it
@@ -116,24 +107,7 @@ def parse(header: str) -> SpanContext | None:
     if not trace_id or not span_id:
         return INVALID_SPAN_CONTEXT
     if TUPLE_LAYOUT:  # valid ids (checked above): build the tuple without SpanContext's checks
-        return _new_context(
+        return new_context(
             SpanContext, (trace_id, span_id, True, _FLAGS[header[53:55]], DEFAULT_STATE, True)
         )
     return SpanContext(trace_id, span_id, True, _FLAGS[header[53:55]])
-
-
-def fast_extract(carrier: dict[str, Any]) -> Context | None:
-    """The context the default propagator would extract from ``carrier``, or ``None`` when
-    the carrier needs the propagator itself (no traceparent is an empty context)."""
-    for name in _OTHER_FIELDS:
-        if name in carrier:
-            return None
-    header = carrier.get(TRACEPARENT)
-    if header is None:
-        return Context()
-    parent = parse(header)
-    if parent is None:
-        return None
-    if not parent.is_valid:
-        return Context()
-    return trace.set_span_in_context(NonRecordingSpan(parent), Context())

@@ -32,6 +32,8 @@ class CompositeObserver:
             elif observer is not None:
                 flat.append(observer)
         self.observers: tuple[Observer, ...] = tuple(flat)
+        # Each one's handle_incoming (dubbok.observe), or None: found once, not per call.
+        self._incoming = tuple(getattr(o, "handle_incoming", None) for o in flat)
 
     def __repr__(self) -> str:
         return f"CompositeObserver{self.observers!r}"
@@ -56,8 +58,7 @@ class CompositeObserver:
     ) -> ServerObservation | None:
         """As :meth:`handle`; hands ``metadata`` on to the observers that take it."""
         found = []
-        for observer in self.observers:
-            incoming = getattr(observer, "handle_incoming", None)
+        for observer, incoming in zip(self.observers, self._incoming, strict=True):
             if incoming is not None and metadata is not None:
                 served = incoming(service, method, context, metadata)
             else:

@@ -75,7 +75,6 @@ _ERROR = StatusCode.ERROR
 _global_textmap = propagate.get_global_textmap
 _SAMPLED = TraceFlags.SAMPLED
 _INVALID = INVALID_SPAN_CONTEXT
-_MORE_CONTEXT = frozenset(("tracestate", "baggage"))
 
 
 def _span_key() -> str:
@@ -316,13 +315,7 @@ class OtelObserver:
             info = self._methods.get(invocation.service, invocation.method)
             return _Call(self, info, None, None, None, _INVALID, instruments)
         info = self._methods.get(invocation.service, invocation.method)
-        tracing = self._tracing
-        if (
-            tracing is None
-            or tracing.tracer is not tracer
-            or tracing.propagator is not (self._propagator or _global_textmap())
-        ):
-            tracing = self._tracing_for(tracer)
+        tracing = self._tracing_for(tracer)
         parent = otel_context.get_current()
         parent_sc = _span_in(parent).get_span_context()
         if (
@@ -362,17 +355,11 @@ class OtelObserver:
         for key, value in metadata:
             if key == _w3c.TRACEPARENT:
                 header = value
-            elif key in _MORE_CONTEXT:
+            elif key in _w3c.OTHER_FIELDS:
                 more = True
         if tracer is None:
             return _Served(self, info, None, None, instruments)
-        tracing = self._tracing
-        if (
-            tracing is None
-            or tracing.tracer is not tracer
-            or tracing.propagator is not (self._propagator or _global_textmap())
-        ):
-            tracing = self._tracing_for(tracer)
+        tracing = self._tracing_for(tracer)
         base: Context | None = None  # the extracted context, when the propagator made one
         parent_sc: SpanContext | None = None
         if tracing.fast and not more:
@@ -569,7 +556,7 @@ class _Served:
     def __init__(
         self,
         observer: OtelObserver,
-        info: MethodInfo | None,
+        info: MethodInfo,
         span: Span | None,
         ctx_token: Token[Context] | None,
         instruments: Instruments | None,
@@ -587,7 +574,7 @@ class _Served:
         span = self._span
         if span is not None and span.is_recording():
             span.add_event(name, attributes)
-        if self._instruments is not None and self._info is not None:
+        if self._instruments is not None:
             self._instruments.event(self._info, name)
 
     def done(self, code: grpc.StatusCode, details: str) -> None:
@@ -600,7 +587,7 @@ class _Served:
                 span.end()
         if self._ctx_token is not None:
             otel_context.detach(self._ctx_token)
-        if self._instruments is not None and self._info is not None:
+        if self._instruments is not None:
             self._instruments.server_done(self._info, code, _clock() - self._started)
 
 
