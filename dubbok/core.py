@@ -309,15 +309,16 @@ class CallPlan:
             if timeout < MIN_ATTEMPT_SECONDS:
                 raise self._deadline_error()
             policy = self.policy
-            left = policy.max_attempts - len(self.attempts)
-            if policy.idempotent and left > 1 and not policy.cluster.fanout:
-                # A timed-out idempotent attempt is retried: leave the later attempts time.
-                share = timeout / left
-                floor = MIN_SPLIT_SHARE * (self.deadline.at - self._started)
-                timeout = max(share, min(timeout, floor))
+            if policy.idempotent and not policy.cluster.fanout:
+                left = policy.max_attempts - len(self.attempts)
+                if left > 1:
+                    # A timed-out idempotent attempt is retried: leave the later attempts time.
+                    share = timeout / left
+                    floor = MIN_SPLIT_SHARE * (self.deadline.at - self._started)
+                    timeout = max(share, min(timeout, floor))
         picker = self._picker
         if picker is None:
-            picker = self._picker = self._select()
+            picker = self._picker = self.route.picker if self.route.plan is None else self._select()
         endpoint = picker.pick(self.invocation, self.tried)
         detector = self.route.detector
         if (
@@ -515,9 +516,12 @@ class CallPlan:
         self, endpoint: Endpoint, started: float, obs: CallObservation | None
     ) -> None:
         """Record a successful attempt: ejection state, balancer, latency estimate, observer."""
-        latency = self._clock() - started
-        self.succeeded(endpoint)
-        balancer = self.route.balancer
+        now = self._clock()
+        latency = now - started
+        route = self.route
+        if route.detector is not None:
+            route.detector.record(endpoint.address, Verdict.OK, now)
+        balancer = route.balancer
         if balancer.tracks_load:
             balancer.finished(endpoint, latency, Verdict.OK)
         if self.policy.latency is not None:

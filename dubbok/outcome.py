@@ -74,15 +74,6 @@ _NOT_SENT_MARKERS = (
     "connections to all backends failing",
 )
 
-_COUNTED = frozenset(
-    {
-        Verdict.NOT_SENT,
-        Verdict.UNAVAILABLE,
-        Verdict.TIMEOUT,
-        Verdict.OVERLOADED,
-        Verdict.SERVER_ERROR,
-    }
-)
 _RETRY_IDEMPOTENT = frozenset(
     {Verdict.UNAVAILABLE, Verdict.TIMEOUT, Verdict.OVERLOADED, Verdict.SERVER_ERROR}
 )
@@ -113,4 +104,9 @@ def is_retryable(verdict: Verdict, idempotent: bool) -> bool:
 
 def counts_as_failure(verdict: Verdict) -> bool:
     """Does this outcome count against breakers and health? Business errors do not."""
-    return verdict in _COUNTED
+    # Every verdict but these two counts. (Identity tests: an Enum member's hash is
+    # computed in Python, on every set lookup.)
+    return verdict is not _OK and verdict is not _BUSINESS
+
+
+_OK, _BUSINESS = Verdict.OK, Verdict.BUSINESS

@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ..app import DEFAULT_GRACE, EndpointListener, _AppBase, advertised_host
 from ..breaker import BreakerPolicy
@@ -31,7 +30,7 @@ from ..routing import ConditionRule
 from ..server import ExportedService, listen
 from ..service import MethodOptions
 from .reference import AsyncReference
-from .server import export_async, new_async_server
+from .server import GenericOnly, PathHandlers, export_async, new_async_server
 from .transport import AsyncChannelPool
 
 __all__ = ["App"]
@@ -107,21 +106,25 @@ class App(_AppBase):
             export_async(s, self.observer, self.limits) for s in servicers
         ]
         server = new_async_server(self._server_options)
+        # Every method resolves through one generic handler; none is registered with the
+        # server (each registered method would cost every call: see PathHandlers).
+        handlers = PathHandlers()
         names: list[str] = []
         for svc in exported:
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(svc.name, dict(svc.handlers)),)
-            )
-            server.add_registered_method_handlers(svc.name, dict(svc.handlers))
+            handlers.add(svc.name, svc.handlers)
             names.append(svc.name)
         if self._health_enabled:
             self._health = health.aio.HealthServicer()
             for n in ["", *names]:
                 await self._health.set(n, health_pb2.HealthCheckResponse.NOT_SERVING)
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, GenericOnly(handlers))
             names.append(health.SERVICE_NAME)
         if self._reflection_enabled:
-            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME]),
+                GenericOnly(handlers),
+            )
+        server.add_generic_rpc_handlers((handlers,))
         bound = listen(server, host, port)
         await server.start()
         self._server = server

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -27,6 +27,7 @@ __all__ = ["AsyncReference", "AsyncResponseStream"]
 
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
+_NO_OPTIONS: dict[str, Any] = {}  # no credentials, wait_for_ready or compression given
 
 
 def finish_observation(obs: CallObservation | None, code: grpc.StatusCode, details: str) -> None:
@@ -109,7 +110,7 @@ class _Method:
 class _UnaryUnary(_Method):
     __slots__ = ()
 
-    async def __call__(
+    def __call__(
         self,
         request: Any,
         timeout: float | None = None,
@@ -117,8 +118,9 @@ class _UnaryUnary(_Method):
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
-    ) -> Any:
-        return await self._ref._unary(
+    ) -> Coroutine[Any, Any, Any]:
+        # The reference's coroutine itself, not one that awaits it: a frame less per call.
+        return self._ref._unary(
             self._info, request, timeout, metadata, credentials, wait_for_ready, compression
         )
 
@@ -255,11 +257,15 @@ class AsyncReference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
-        options = {
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
+        options = (
+            _NO_OPTIONS
+            if credentials is None and wait_for_ready is None and compression is None
+            else {
+                "credentials": credentials,
+                "wait_for_ready": wait_for_ready,
+                "compression": compression,
+            }
+        )
         try:
             forced = plan.admit()
             if forced is None:
@@ -322,7 +328,10 @@ class AsyncReference:
             md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
             try:
-                result = await mc(request, timeout=remaining, metadata=md, **options)
+                if options:
+                    result = await mc(request, timeout=remaining, metadata=md, **options)
+                else:
+                    result = await mc(request, timeout=remaining, metadata=md)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
                 if not plan.attempt_failed(endpoint, exc, started, obs):

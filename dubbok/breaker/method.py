@@ -156,20 +156,22 @@ class MethodBreaker:
 
     def record(self, verdict: Verdict, latency: float) -> None:
         """Report how an allowed call ended: its verdict and how long it took (seconds)."""
-        if self._circuit.state is _OPEN:
+        circuit = self._circuit
+        if circuit.state is _OPEN:
             return  # a call that started before the breaker opened: nothing to learn
         failure = counts_as_failure(verdict)
         slow = latency > self._policy.slow_call_threshold
         with self._lock:
             now = self._clock()
-            state = self._circuit.state
+            state = circuit.state
             if state is _CLOSED:
                 self._record_closed(now, verdict, failure, slow)
             elif state is _HALF_OPEN:
                 self._record_probe(now, verdict, failure, slow)
+            if not circuit.changes:
+                return  # the common case: no transition to announce
             transitions = self._take_transitions()
-        if transitions:
-            announce(self._listeners, transitions)
+        announce(self._listeners, transitions)
 
     # -- control ----------------------------------------------------------------------------
 
@@ -225,10 +227,12 @@ class MethodBreaker:
     def _record_closed(self, now: float, verdict: Verdict, failure: bool, slow: bool) -> None:
         policy = self._policy
         window = self._window
-        window.add(now, failure=failure, slow=slow)
+        window.add(now, failure, slow)
         if not failure:
             if self._circuit.failures:
                 self._circuit.success()
+            if not window.failures and not window.slow:
+                return  # nothing in the window could trip it
         elif self._circuit.failure():
             self._trip(now, f"{self._circuit.failures} consecutive failures (last: {verdict.name})")
             return

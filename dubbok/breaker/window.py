@@ -68,7 +68,7 @@ class SlidingWindow:
         # Totals over the live slots, as of the last advance().
         self.calls = self.failures = self.slow = 0
 
-    def add(self, now: float, *, failure: bool, slow: bool) -> None:
+    def add(self, now: float, failure: bool = False, slow: bool = False) -> None:
         epoch = self.advance(now)
         slot = epoch % self.buckets
         if self._epochs[slot] != epoch:

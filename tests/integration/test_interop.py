@@ -53,18 +53,38 @@ def test_health_and_reflection_clients_work_against_a_provider() -> None:
 
 
 def test_health_and_reflection_against_an_async_provider() -> None:
+    # The asyncio provider resolves every method (its own, health's, reflection's) through
+    # one generic handler and registers none with the server: each must still answer.
     async def main() -> None:
         async with serve_provider_async(AsyncEchoServicer("a")) as provider:
             async with grpc.aio.insecure_channel(provider.address) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+                first = await watch.read()
+                assert first.status == health_pb2.HealthCheckResponse.SERVING
+                watch.cancel()
+                stub = echo_pb2_grpc.EchoStub(channel)
+                assert (await stub.Echo(echo_pb2.EchoRequest())).served_by == "a"
+                chat = stub.EchoChat(iter([echo_pb2.EchoRequest(text="c")]))
+                assert [r.text async for r in chat] == ["c"]
+                missing = channel.unary_unary(f"/{SERVICE}/NoSuchMethod")
+                try:
+                    await missing(b"")
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() is grpc.StatusCode.UNIMPLEMENTED
+                else:
+                    raise AssertionError("an unknown method answered")
             # The reflection client is sync-only; it talks to the aio server all the same.
             with grpc.insecure_channel(provider.address) as channel:
-                services = await asyncio.to_thread(
-                    ProtoReflectionDescriptorDatabase(channel).get_services
-                )
+                db = ProtoReflectionDescriptorDatabase(channel)
+                services = await asyncio.to_thread(db.get_services)
                 assert SERVICE in services
+                assert "grpc.health.v1.Health" in services
+                assert "grpc.reflection.v1alpha.ServerReflection" in services
+                found = await asyncio.to_thread(db.FindFileContainingSymbol, SERVICE)
+                assert found.name == "echo.proto"
 
     asyncio.run(main())
 
