@@ -87,8 +87,8 @@ async def run_fanout_async(
                 raise fan.error()
             launch(fan.pending())
     finally:
-        for _endpoint, conn, call, _started in in_flight.values():
-            call.cancel()
+        for future, (_endpoint, conn, _call, _started) in in_flight.items():
+            future.cancel()  # cancels the RPC (a grpc call object, or a DirectUnary call)
             conn.done()
 
 
