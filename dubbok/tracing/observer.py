@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, MutableSequence
-from contextvars import Token
+from contextvars import ContextVar, Token
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider, get_meter_provider
 from opentelemetry.propagators.textmap import Setter, TextMapPropagator
 from opentelemetry.trace import (
@@ -96,6 +98,48 @@ def _span_in(ctx: Context) -> Span:
 def _with_span(span: Span, ctx: Context) -> Context:
     return Context({**ctx, _SPAN_KEY: span})
 
+
+def _context_var() -> ContextVar[Context] | None:
+    """The ContextVar behind the API's current context, when the runtime context is the
+    default contextvars one (``OTEL_PYTHON_CONTEXT`` may name another): hooks then read,
+    set and reset it directly, as ``get_current`` / ``attach`` / ``detach`` would."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+_CONTEXT = _context_var()
+if _CONTEXT is not None:
+    _current_context: Callable[[], Context] = _CONTEXT.get
+    _attach: Callable[[Context], Token[Context]] = _CONTEXT.set
+else:  # pragma: no cover - another runtime context
+    _current_context = otel_context.get_current
+    _attach = otel_context.attach
+
+
+def _detach(token: Token[Context]) -> None:
+    if _CONTEXT is None:  # pragma: no cover - another runtime context
+        otel_context.detach(token)
+        return
+    try:
+        _CONTEXT.reset(token)
+    except ValueError:  # made in another task or thread: the API logs why
+        otel_context.detach(token)
+
+
+# SpanContext's fields, read as its tuple where it is one (its properties are Python calls).
+_is_remote: Callable[[SpanContext], bool]
+_flags_of: Callable[[SpanContext], int]
+_state_of: Callable[[SpanContext], Any]
+_is_valid: Callable[[SpanContext], bool]
+if _w3c.TUPLE_LAYOUT:
+    _is_remote, _flags_of, _state_of, _is_valid = (itemgetter(i) for i in (2, 3, 4, 5))
+else:  # pragma: no cover - another SpanContext layout
+    _is_remote, _flags_of, _state_of, _is_valid = (
+        attrgetter(name) for name in ("is_remote", "trace_flags", "trace_state", "is_valid")
+    )
 
 _clock = time.perf_counter
 
@@ -315,20 +359,37 @@ class OtelObserver:
             info = self._methods.get(invocation.service, invocation.method)
             return _Call(self, info, None, None, None, _INVALID, instruments)
         info = self._methods.get(invocation.service, invocation.method)
-        tracing = self._tracing_for(tracer)
-        parent = otel_context.get_current()
-        parent_sc = _span_in(parent).get_span_context()
+        tracing = self._tracing
         if (
-            parent_sc.is_valid
-            and not parent_sc.trace_flags & _SAMPLED
-            and (tracing.drop_remote if parent_sc.is_remote else tracing.drop_local)
+            tracing is None
+            or tracing.tracer is not tracer
+            or tracing.propagator is not (self._propagator or _global_textmap())
+        ):
+            tracing = self._tracing_for(tracer)
+        parent = _current_context()
+        parent_span = parent.get(_SPAN_KEY)
+        parent_sc = _INVALID if parent_span is None else parent_span.get_span_context()  # type: ignore[attr-defined]
+        if (
+            _is_valid(parent_sc)
+            and not _flags_of(parent_sc) & _SAMPLED
+            and (tracing.drop_remote if _is_remote(parent_sc) else tracing.drop_local)
         ):
             # The sampler would drop this call: pass the parent's context on as it is.
+            if tracing.fast and not _state_of(parent_sc) and not _w3c.has_baggage(parent):
+                return _Unsampled(info, parent_sc, instruments)
             return _Call(self, info, tracing, None, parent, parent_sc, instruments)
         span = tracing.start(
             info.name, parent, parent_sc, _CLIENT, info.call_attrs(loadbalance, cluster)
         )
-        return _Call(self, info, tracing, span, parent, span.get_span_context(), instruments)
+        sc = span.get_span_context()
+        if (
+            span.__class__ is NonRecordingSpan  # dropped by the sampler
+            and tracing.fast
+            and not _state_of(sc)
+            and not _w3c.has_baggage(parent)
+        ):
+            return _Unsampled(info, sc, instruments)
+        return _Call(self, info, tracing, span, parent, sc, instruments)
 
     # -- server --------------------------------------------------------------------------------
 
@@ -359,7 +420,13 @@ class OtelObserver:
                 more = True
         if tracer is None:
             return _Served(self, info, None, None, instruments)
-        tracing = self._tracing_for(tracer)
+        tracing = self._tracing
+        if (
+            tracing is None
+            or tracing.tracer is not tracer
+            or tracing.propagator is not (self._propagator or _global_textmap())
+        ):
+            tracing = self._tracing_for(tracer)
         base: Context | None = None  # the extracted context, when the propagator made one
         parent_sc: SpanContext | None = None
         if tracing.fast and not more:
@@ -371,12 +438,12 @@ class OtelObserver:
             carrier = {k: v for k, v in metadata if v.__class__ is str}
             base = tracing.propagator.extract(carrier)
             parent_sc = _span_in(base).get_span_context()
-        if parent_sc.is_valid and not parent_sc.trace_flags & _SAMPLED and tracing.drop_remote:
+        if _is_valid(parent_sc) and not _flags_of(parent_sc) & _SAMPLED and tracing.drop_remote:
             # Unsampled upstream and a parent-based sampler: no span, the handler's calls
             # carry the caller's context on.
             if base is None:
                 base = Context({_SPAN_KEY: NonRecordingSpan(parent_sc)})
-            return _Served(self, info, None, otel_context.attach(base), instruments)
+            return _Served(self, info, None, _attach(base), instruments)
         span = tracing.start(
             info.name,
             base if base is not None else lambda: _remote_context(parent_sc),
@@ -385,7 +452,7 @@ class OtelObserver:
             info.server_attrs(context.peer() or ""),
         )
         ctx = Context({_SPAN_KEY: span}) if base is None else _with_span(span, base)
-        ctx_token = otel_context.attach(ctx)
+        ctx_token = _attach(ctx)
         return _Served(self, info, span, ctx_token, instruments)
 
 
@@ -541,6 +608,44 @@ class _Call:
         return self._span
 
 
+class _Unsampled:
+    """A client call the sampler dropped, whose context goes out as one ``traceparent``
+    header (the default propagator, no baggage, no tracestate): no span to start or end,
+    the header made once for every attempt."""
+
+    __slots__ = ("_header", "_info", "_instruments", "_sc", "_started")
+
+    def __init__(
+        self, info: MethodInfo, span_context: SpanContext, instruments: Instruments | None
+    ) -> None:
+        self._info = info
+        self._sc = span_context
+        self._header = _w3c.traceparent(span_context)
+        self._instruments = instruments
+        self._started = _clock() if instruments is not None else 0.0
+
+    def attempt(self, endpoint: Endpoint, number: int, metadata: Metadata) -> Metadata:
+        return (*metadata, (_w3c.TRACEPARENT, self._header))
+
+    def attempt_done(
+        self, code: grpc.StatusCode, details: str, endpoint: Endpoint | None = None
+    ) -> None:
+        pass
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        if self._instruments is not None:
+            self._instruments.event(self._info, name)
+
+    def done(self, code: grpc.StatusCode, details: str) -> None:
+        if self._instruments is not None:
+            self._instruments.client_done(self._info, code, _clock() - self._started)
+
+    @property
+    def span(self) -> Span | None:
+        """Non-recording: the call was not sampled."""
+        return NonRecordingSpan(self._sc)
+
+
 class _Served:
     """One observed handled call; finished on the thread or task that created it."""
 
@@ -586,7 +691,7 @@ class _Served:
             else:
                 span.end()
         if self._ctx_token is not None:
-            otel_context.detach(self._ctx_token)
+            _detach(self._ctx_token)
         if self._instruments is not None:
             self._instruments.server_done(self._info, code, _clock() - self._started)
 

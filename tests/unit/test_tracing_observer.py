@@ -234,6 +234,30 @@ def test_the_server_span_is_current_in_the_handler_and_parents_its_calls() -> No
     assert outer.parent is not None and outer.parent.span_id == server.context.span_id
 
 
+def test_the_handler_context_is_restored_and_a_foreign_finish_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder()
+
+    def body() -> None:
+        before = otel_context.get_current()
+        md = one_call(rec.observer.call(INV, "", ""))
+        served = rec.observer.handle(SERVICE, "Echo", FakeServerContext(md))
+        assert served is not None
+        assert trace.get_current_span().get_span_context().is_valid  # the server span
+        served.done(OK, "")
+        assert otel_context.get_current() is before
+
+        # Finished from another context (a driver bug): nothing raises, the API logs it.
+        served = rec.observer.handle(SERVICE, "Echo", FakeServerContext(md))
+        assert served is not None
+        with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
+            contextvars.copy_context().run(served.done, OK, "")
+        assert "Failed to detach context" in caplog.text
+
+    run_isolated(body)
+
+
 def test_semconv_opt_in_changes_attributes_and_histograms() -> None:
     stable = Recorder(semconv="rpc")
     dup = Recorder(semconv="rpc/dup")
