@@ -30,6 +30,7 @@ __all__ = ["Reference", "ResponseStream"]
 
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
+_NO_OPTIONS: dict[str, Any] = {}  # no credentials, wait_for_ready or compression given
 
 
 def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcError) -> RpcError:
@@ -239,11 +240,15 @@ class Reference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
-        options = {
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
+        options = (
+            _NO_OPTIONS
+            if credentials is None and wait_for_ready is None and compression is None
+            else {
+                "credentials": credentials,
+                "wait_for_ready": wait_for_ready,
+                "compression": compression,
+            }
+        )
         try:
             forced = plan.admit()
             if forced is None:
@@ -308,7 +313,10 @@ class Reference:
             md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
             try:
-                result = mc(request, timeout=remaining, metadata=md, **options)
+                if options:
+                    result = mc(request, timeout=remaining, metadata=md, **options)
+                else:
+                    result = mc(request, timeout=remaining, metadata=md)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
                 if not plan.attempt_failed(endpoint, exc, started, obs):

@@ -565,3 +565,53 @@ def test_overlapping_attempts_of_a_fan_out_end_by_endpoint_and_losers_are_cancel
         if s.parent is not None
     }
     assert status == {"127.0.0.1": 1, "127.0.0.2": 0, "127.0.0.3": 14}  # 1: CANCELLED
+
+
+@pytest.mark.parametrize("kind", ["root", "parent", "remote", "baggage", "tracestate"])
+def test_an_unsampled_call_sends_what_the_propagator_would(kind: str) -> None:
+    """A call the sampler drops sends its context on, to every attempt alike: the parent's
+    as it is (parent-based), or a new unsampled root's; with baggage or a tracestate, the
+    propagator writes the headers."""
+    rec = Recorder(sampler=ParentBased(ALWAYS_OFF))
+    state = TraceState([("vendor", "v1")]) if kind == "tracestate" else TraceState()
+    parent = trace.SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        kind == "remote",
+        trace.TraceFlags(0),
+        state,
+    )
+    ctx = otel_context.Context()
+    if kind != "root":
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent), ctx)
+    if kind == "baggage":
+        ctx = baggage.set_baggage("k", "v", ctx)
+
+    def body() -> list[Metadata]:
+        token = otel_context.attach(ctx)
+        try:
+            obs = rec.observer.call(INV, "", "")
+            assert obs is not None
+            sent = [obs.attempt(EP1, 1, (("x-user", "u"),))]
+            obs.attempt_done(grpc.StatusCode.UNAVAILABLE, "down")
+            sent.append(obs.attempt(EP2, 2, (("x-user", "u"),)))
+            obs.attempt_done(OK, "")
+            obs.done(OK, "")
+            return sent
+        finally:
+            otel_context.detach(token)
+
+    first, retry = run_isolated(body)
+    assert sorted(first) == sorted(retry)
+    assert ("x-user", "u") in first
+    headers = [(k, v) for k, v in first if k != "x-user"]
+    if kind == "root":
+        ((key, value),) = headers
+        sc = _w3c.parse(str(value))
+        assert key == "traceparent" and sc is not None and sc.is_valid
+        assert not sc.trace_flags.sampled and sc.trace_id != parent.trace_id
+    else:
+        expected: list[tuple[str, str]] = []
+        get_global_textmap().inject(expected, ctx, _SETTER)
+        assert sorted(headers) == sorted(expected)
+    assert rec.spans == ()
