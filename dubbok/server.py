@@ -178,10 +178,19 @@ class ServedCall:
 
     __slots__ = ("_admission", "_context", "_started", "_tokens", "obs")
 
-    def __init__(self, context: Any, service: str, method: str, observer: Observer | None) -> None:
+    def __init__(
+        self,
+        context: Any,
+        service: str,
+        method: str,
+        observer: Observer | None,
+        metadata: Any = None,
+    ) -> None:
         self._context = context
-        # Read once: an asyncio server builds the tuple anew on every read (about 4 µs).
-        metadata = context.invocation_metadata() or ()
+        # Read once (``metadata``: the driver has it already): an asyncio server builds the
+        # tuple anew on every read (about 1 µs).
+        if metadata is None:
+            metadata = context.invocation_metadata() or ()
         self._tokens = enter_call(context, metadata)
         if observer is None:
             self.obs = None

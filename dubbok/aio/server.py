@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+from asyncio import current_task
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -25,6 +27,20 @@ __all__ = ["GenericOnly", "PathHandlers", "export_async", "new_async_server"]
 
 _REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
+# The invocation metadata grpc.aio built to resolve the call's handler, as PathHandlers saw
+# it, with the path and the task it was resolved for. The server resolves a call and runs
+# its handler in the call's own task: the handler takes it from there instead of asking its
+# context, which builds the tuple anew (about 1 µs). Anything else — another task, another
+# path, a server that resolved elsewhere — and the handler reads its context as before.
+_resolved: ContextVar[tuple[str, Any, Any] | None] = ContextVar("dubbok_resolved", default=None)
+
+
+def _resolved_metadata(path: str) -> Any:
+    resolved = _resolved.get()
+    if resolved is None or resolved[0] != path or resolved[2] is not current_task():
+        return None
+    return resolved[1]
+
 
 def _wrap_unary_response(
     behavior: Callable[..., Any],
@@ -33,9 +49,11 @@ def _wrap_unary_response(
     observer: Observer | None,
     box: GuardBox,
 ) -> Callable[..., Any]:
+    path = f"/{service}/{method}"
+
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> Any:
-        served = ServedCall(context, service, method, observer)
+        served = ServedCall(context, service, method, observer, _resolved_metadata(path))
         try:
             refusal = served.admit(box.guard)
             if refusal is not None:
@@ -57,9 +75,11 @@ def _wrap_stream_response(
     observer: Observer | None,
     box: GuardBox,
 ) -> Callable[..., Any]:
+    path = f"/{service}/{method}"
+
     @functools.wraps(behavior)
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
-        served = ServedCall(context, service, method, observer)
+        served = ServedCall(context, service, method, observer, _resolved_metadata(path))
         try:
             refusal = served.admit(box.guard)
             if refusal is not None:
@@ -145,7 +165,11 @@ class PathHandlers:
             self._handlers[f"/{service}/{name}"] = handler
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        return self._handlers.get(handler_call_details.method)
+        path = handler_call_details.method
+        handler = self._handlers.get(path)
+        if handler is not None:
+            _resolved.set((path, handler_call_details.invocation_metadata, current_task()))
+        return handler
 
 
 class GenericOnly:

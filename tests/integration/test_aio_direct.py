@@ -203,3 +203,115 @@ def test_closing_the_pool_cancels_calls_in_flight() -> None:
             assert caught.value.code() is grpc.StatusCode.CANCELLED
 
     asyncio.run(main())
+
+
+class _Attached(AsyncEchoServicer):
+    """Answers with the attachment and tag lane its handler sees (dubbok reads both from the
+    metadata the server resolved the call with)."""
+
+    async def Echo(self, request: Any, context: Any) -> Any:
+        from dubbok import attachments
+        from dubbok.routing.tag import current_tag
+
+        await asyncio.sleep(request.delay)
+        tag = current_tag()
+        return echo_pb2.EchoReply(
+            text=f"{attachments.get('k')}|{tag.value if tag else ''}", served_by=self.name
+        )
+
+    async def EchoStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        from dubbok import attachments
+
+        for _ in range(2):
+            await asyncio.sleep(0)
+            yield echo_pb2.EchoReply(text=str(attachments.get("k")))
+
+
+def test_concurrent_handlers_each_see_their_own_calls_metadata() -> None:
+    # The provider hands each handler the metadata grpc resolved its call with; with many
+    # calls interleaved on one loop, every handler must still see its own.
+    import dubbok.aio
+    from dubbok import attachments
+    from dubbok.attachments import PREFIX
+    from dubbok.routing.tag import TAG_HEADER
+    from dubbok.testing import serve_provider_async
+
+    async def main() -> None:
+        async with serve_provider_async(_Attached("p")) as provider:
+            async with grpc.aio.insecure_channel(provider.address) as channel:
+                stub = echo_pb2_grpc.EchoStub(channel)
+
+                async def one(i: int) -> None:
+                    metadata = ((f"{PREFIX}k", f"v{i}"), (TAG_HEADER, f"t{i}"))
+                    reply = await stub.Echo(
+                        echo_pb2.EchoRequest(delay=0.001 * (i % 7)), metadata=metadata
+                    )
+                    assert reply.text == f"v{i}|t{i}"
+                    stream = stub.EchoStream(echo_pb2.EchoRequest(), metadata=metadata)
+                    assert [r.text async for r in stream] == [f"v{i}", f"v{i}"]
+
+                await asyncio.gather(*(one(i) for i in range(200)))
+            # and through a dubbok consumer, whose attachments travel the same way
+            async with dubbok.aio.App("c") as app:
+                echo = app.reference(
+                    echo_pb2_grpc.EchoStub, discovery=f"static://{provider.address}"
+                )
+
+                async def two(i: int) -> None:
+                    with attachments.attached({"k": f"w{i}"}):
+                        reply = await echo.Echo(echo_pb2.EchoRequest())
+                    assert reply.text.startswith(f"w{i}|")
+
+                await asyncio.gather(*(two(i) for i in range(100)))
+
+    asyncio.run(main())
+
+
+def test_a_handler_without_resolved_metadata_reads_its_context() -> None:
+    # A ServedCall made outside the server's resolution (another task) reads the context.
+    from dubbok.aio.server import PathHandlers, _resolved_metadata
+
+    class Details:
+        method = "/s/M"
+        invocation_metadata = (("a", "1"),)
+
+    async def main() -> None:
+        handlers = PathHandlers()
+        handlers.add("s", {"M": object()})  # type: ignore[dict-item]
+        assert handlers.service(Details()) is not None
+        assert _resolved_metadata("/s/M") == (("a", "1"),)
+        assert _resolved_metadata("/s/Other") is None
+        # another task (a copy of this context) gets nothing
+        assert await asyncio.create_task(_async(_resolved_metadata, "/s/M")) is None
+        assert handlers.service(type("D", (), {"method": "/x/Y"})()) is None
+
+    async def _async(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    asyncio.run(main())
+
+
+def test_the_provider_hands_handlers_the_resolved_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dubbok.server
+    from dubbok.testing import serve_provider_async
+
+    handed: list[bool] = []
+    init = dubbok.server.ServedCall.__init__
+
+    def spy(self: Any, context: Any, service: str, method: str, *rest: Any) -> None:
+        handed.append(bool(rest) and rest[-1] is not None)
+        init(self, context, service, method, *rest)
+
+    monkeypatch.setattr(dubbok.server.ServedCall, "__init__", spy)
+
+    async def main() -> None:
+        async with serve_provider_async(AsyncEchoServicer("p")) as provider:
+            async with grpc.aio.insecure_channel(provider.address) as channel:
+                stub = echo_pb2_grpc.EchoStub(channel)
+                await asyncio.gather(*(stub.Echo(echo_pb2.EchoRequest()) for _ in range(10)))
+                assert len([r async for r in stub.EchoStream(echo_pb2.EchoRequest())]) == 1
+
+    asyncio.run(main())
+    assert handed == [True] * 11
