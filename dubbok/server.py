@@ -150,6 +150,7 @@ def leave_call(tokens: CallTokens) -> None:
 
 _IncomingHook = Callable[[Any, str, str, Any, Any], ServerObservation | None]
 _incoming_hooks: dict[type, _IncomingHook | None] = {}
+_UNKNOWN: Any = object()  # an observer class not looked at yet
 
 
 def _incoming_hook(observer: Observer) -> _IncomingHook | None:
@@ -195,7 +196,9 @@ class ServedCall:
         if observer is None:
             self.obs = None
         else:
-            incoming = _incoming_hook(observer)
+            incoming = _incoming_hooks.get(type(observer), _UNKNOWN)
+            if incoming is _UNKNOWN:
+                incoming = _incoming_hook(observer)
             self.obs = (
                 incoming(observer, service, method, context, metadata)
                 if incoming is not None
@@ -248,7 +251,8 @@ def _wrap_unary_response(
     def handler(request: Any, context: Any) -> Any:
         served = ServedCall(context, service, method, observer)
         try:
-            refusal = served.admit(box.guard)
+            guard = box.guard
+            refusal = None if guard is None else served.admit(guard)
             if refusal is not None:
                 context.abort(_REFUSED, refusal)
             reply = behavior(request, context)
@@ -272,7 +276,8 @@ def _wrap_stream_response(
     def handler(request: Any, context: Any) -> Iterator[Any]:
         served = ServedCall(context, service, method, observer)
         try:
-            refusal = served.admit(box.guard)
+            guard = box.guard
+            refusal = None if guard is None else served.admit(guard)
             if refusal is not None:
                 context.abort(_REFUSED, refusal)
             yield from behavior(request, context)

@@ -55,7 +55,8 @@ def _wrap_unary_response(
     async def handler(request: Any, context: Any) -> Any:
         served = ServedCall(context, service, method, observer, _resolved_metadata(path))
         try:
-            refusal = served.admit(box.guard)
+            guard = box.guard
+            refusal = None if guard is None else served.admit(guard)
             if refusal is not None:
                 await context.abort(_REFUSED, refusal)
             reply = await behavior(request, context)
@@ -81,7 +82,8 @@ def _wrap_stream_response(
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         served = ServedCall(context, service, method, observer, _resolved_metadata(path))
         try:
-            refusal = served.admit(box.guard)
+            guard = box.guard
+            refusal = None if guard is None else served.admit(guard)
             if refusal is not None:
                 await context.abort(_REFUSED, refusal)
             result = behavior(request, context)

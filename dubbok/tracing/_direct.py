@@ -215,6 +215,21 @@ class DirectTracer:
 
         ``attributes`` must be valid and within the limits (dubbok's own, checked once per
         method); the span keeps them as they are until something sets an attribute."""
+        begun = self.begin(name, context, parent, kind, attributes)
+        if begun.__class__ is SpanContext:
+            return NonRecordingSpan(begun)
+        return begun  # type: ignore[return-value]
+
+    def begin(
+        self,
+        name: str,
+        context: ContextSource | None,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, types.AnyValue],
+    ) -> trace.Span | SpanContext:
+        """As :meth:`start`; a span the sampler drops comes back as its bare SpanContext
+        (what the SDK's NonRecordingSpan would carry), for callers that need nothing more."""
         tracer = self._tracer
         if (
             self._multi._span_processors is not self._checked
@@ -270,7 +285,7 @@ class DirectTracer:
             SpanContext, (trace_id, span_id, False, _FLAGS[flags], trace_state, True)
         )
         if decision is _DROP:
-            return NonRecordingSpan(span_context)
+            return span_context
         return DirectSpan(self, name, span_context, parent_or_none, kind, recorded)
 
     def start_span(

@@ -169,6 +169,19 @@ class _MetadataSetter(Setter[_Carrier]):
 _SETTER = _MetadataSetter()
 
 
+class _Begin(Protocol):
+    """:meth:`._direct.DirectTracer.begin`, or a :class:`_Start`."""
+
+    def __call__(
+        self,
+        name: str,
+        context: Context | Callable[[], Context] | None,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AnyValue],
+    ) -> Span | SpanContext: ...
+
+
 class _Start(Protocol):
     """How spans start: :meth:`._direct.DirectTracer.start`, or :class:`_ViaTracer`'s."""
 
@@ -205,16 +218,18 @@ class _ViaTracer:
         return self._tracer.start_span(name, context, kind=kind, attributes=attributes)
 
 
-def _start_for(tracer: Tracer) -> _Start:
+def _start_for(tracer: Tracer) -> tuple[_Start, _Begin]:
     """How this observer starts spans for ``tracer``: straight into the SDK's processors
-    when that gives the same spans (:mod:`._direct`), else through ``start_span``."""
+    when that gives the same spans (:mod:`._direct`), else through ``start_span``. The
+    second way returns a dropped span as its bare SpanContext, where it can."""
     if type(tracer).__module__.startswith("opentelemetry.sdk."):
         from ._direct import DirectTracer  # the SDK is importable: its tracer is here
 
         direct = DirectTracer.for_tracer(tracer)
         if direct is not None:
-            return direct.start
-    return _ViaTracer(tracer).start
+            return direct.start, direct.begin
+    start = _ViaTracer(tracer).start
+    return start, start
 
 
 def _remote_context(parent: SpanContext) -> Context:
@@ -227,11 +242,11 @@ def _remote_context(parent: SpanContext) -> Context:
 class _Tracing:
     """What the hot path needs to know about one tracer and one propagator, found once."""
 
-    __slots__ = ("drop_local", "drop_remote", "fast", "propagator", "start", "tracer")
+    __slots__ = ("begin", "drop_local", "drop_remote", "fast", "propagator", "start", "tracer")
 
     def __init__(self, tracer: Tracer, propagator: TextMapPropagator) -> None:
         self.tracer = tracer
-        self.start = _start_for(tracer)
+        self.start, self.begin = _start_for(tracer)
         self.propagator = propagator
         # The default propagator (W3C trace context + baggage): a context with no baggage
         # and no tracestate is one traceparent header, written and read here directly.
@@ -326,15 +341,13 @@ class OtelObserver:
         self._metrics_final = True
         return self._instruments
 
-    def _providers(self) -> tuple[Tracer | None, Instruments | None]:
-        """Look for global providers installed since; only every 128th call, because the
-        lookup costs more than a call that finds none should."""
-        self._misses += 1
-        if self._misses & 127 == 0:
-            self._resolve_tracer()
-            self._resolve_metrics()
-            self._settled = self._tracer_final and self._metrics_final
-        return self._tracer, self._instruments
+    def _look_again(self) -> None:
+        """Look for global providers installed since. The hooks call this only every 128th
+        call until both are bound for good: the lookup costs more than a call that finds
+        none should."""
+        self._resolve_tracer()
+        self._resolve_metrics()
+        self._settled = self._tracer_final and self._metrics_final
 
     def _tracing_for(self, tracer: Tracer) -> _Tracing:
         propagator = self._propagator or _global_textmap()
@@ -349,10 +362,11 @@ class OtelObserver:
         self, invocation: Invocation, loadbalance: str, cluster: str
     ) -> CallObservation | None:
         """A logical client call starts (on the caller's thread or task)."""
-        if self._settled:
-            tracer, instruments = self._tracer, self._instruments
-        else:
-            tracer, instruments = self._providers()
+        if not self._settled:
+            self._misses += 1
+            if self._misses & 127 == 0:
+                self._look_again()
+        tracer, instruments = self._tracer, self._instruments
         if tracer is None:
             if instruments is None:
                 return None
@@ -378,17 +392,17 @@ class OtelObserver:
             if tracing.fast and not _state_of(parent_sc) and not _w3c.has_baggage(parent):
                 return _Unsampled(info, parent_sc, instruments)
             return _Call(self, info, tracing, None, parent, parent_sc, instruments)
-        span = tracing.start(
+        begun = tracing.begin(
             info.name, parent, parent_sc, _CLIENT, info.call_attrs(loadbalance, cluster)
         )
-        sc = span.get_span_context()
-        if (
-            span.__class__ is NonRecordingSpan  # dropped by the sampler
-            and tracing.fast
-            and not _state_of(sc)
-            and not _w3c.has_baggage(parent)
-        ):
-            return _Unsampled(info, sc, instruments)
+        if begun.__class__ is SpanContext:  # dropped by the sampler
+            sc: SpanContext = begun
+            if tracing.fast and not _state_of(sc) and not (parent and _w3c.has_baggage(parent)):
+                return _Unsampled(info, sc, instruments)
+            span: Span = NonRecordingSpan(sc)
+        else:
+            span = begun  # type: ignore[assignment]
+            sc = span.get_span_context()
         return _Call(self, info, tracing, span, parent, sc, instruments)
 
     # -- server --------------------------------------------------------------------------------
@@ -401,10 +415,11 @@ class OtelObserver:
         self, service: str, method: str, context: Any, metadata: Any
     ) -> ServerObservation | None:
         """As :meth:`handle`, given the call's invocation metadata (``None``: read it)."""
-        if self._settled:
-            tracer, instruments = self._tracer, self._instruments
-        else:
-            tracer, instruments = self._providers()
+        if not self._settled:
+            self._misses += 1
+            if self._misses & 127 == 0:
+                self._look_again()
+        tracer, instruments = self._tracer, self._instruments
         if tracer is None and instruments is None:
             return None
         if metadata is None:
