@@ -469,7 +469,9 @@ def _impl_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_load_arguments(parser, concurrency="16", duration=2.0, warmup=0.5, repeat=5)
+    # Short phases, many of them: the machine drifts within seconds, and a phase bracketed
+    # by raw phases half a second away drifts less than one bracketed 2.5 s away.
+    add_load_arguments(parser, concurrency="16", duration=0.4, warmup=0.1, repeat=25)
     parser.add_argument(
         "--impls",
         type=_impl_list,
