@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -131,7 +132,12 @@ class AsyncFailback:
             (time.monotonic() + self._interval, 1, info, request, metadata, snapshot())
         )
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # In a context of its own, as the sync driver's thread: not the one of the call
+            # that happened to start it (its incoming deadline, tag lane, retry flag and
+            # current span would hold for every later retry). Each retry carries its own
+            # call's attachments.
+            loop = asyncio.get_running_loop()
+            self._task = contextvars.Context().run(loop.create_task, self._run())
 
     @property
     def pending(self) -> int:
