@@ -33,7 +33,18 @@ from bench.harness import BenchError, fmt_ratio, progress, render_table, results
 DESCRIPTION = "instructions per call (valgrind), client and server, raw grpcio vs dubbok"
 
 IMPLS = ("raw", "dubbok", "dubbok-10pct", "dubbok-all")
-KNOWN = (*IMPLS, "raw-header", "dubbok-header", "dubbok-noprov", "raw-otel")
+# raw-generic: the raw asyncio server with Echo's methods behind a generic handler only (no
+# registered method), as dubbok.aio registers them; raw-health: the raw server with health
+# and reflection added the usual way (four more registered methods).
+KNOWN = (
+    *IMPLS,
+    "raw-header",
+    "dubbok-header",
+    "dubbok-noprov",
+    "raw-otel",
+    "raw-generic",
+    "raw-health",
+)
 HOST = "127.0.0.1"
 CONCURRENCY = 16
 RUN_TIMEOUT = 900.0
@@ -74,7 +85,7 @@ def serve(mode: str, impl: str) -> None:
             import grpc
 
             server = grpc.aio.server()
-            tracing._add_echo_servicer(tracing.AsyncEchoService(), server)
+            _add_raw_services(impl, server)
             port = server.add_insecure_port(f"{HOST}:0")
             await server.start()
             print(port, flush=True)
@@ -90,6 +101,37 @@ def serve(mode: str, impl: str) -> None:
         await app.wait()
 
     asyncio.run(main())
+
+
+class _GenericOnly:
+    """A server as a generated ``add_*_to_server`` sees it, keeping only generic handlers."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        pass
+
+
+def _add_raw_services(impl: str, server: Any) -> None:
+    """The raw asyncio server's services: see ``KNOWN`` for the variants."""
+    from bench import tracing
+
+    if impl == "raw-generic":
+        tracing._add_echo_servicer(tracing.AsyncEchoService(), _GenericOnly(server))
+        return
+    tracing._add_echo_servicer(tracing.AsyncEchoService(), server)
+    if impl == "raw-health":
+        from grpc_health.v1 import health, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        reflection.enable_server_reflection(
+            ["dubbok.testing.v1.Echo", health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
 
 
 def drive(mode: str, impl: str, port: int, calls: int) -> None:
