@@ -32,6 +32,19 @@ log = logging.getLogger("dubbok.cluster")
 _Queued = tuple[float, int, Any, Any, Metadata | None, Attachments]
 
 
+def queued(
+    interval: float,
+    attempt: int,
+    info: Any,
+    request: Any,
+    metadata: Metadata | None,
+    attached: Attachments,
+) -> _Queued:
+    """A failback call waiting for try number ``attempt``, due ``interval`` seconds from now
+    (the queue entry of both drivers' failback)."""
+    return (time.monotonic() + interval, attempt, info, request, metadata, attached)
+
+
 def run_fanout(
     plan: CallPlan,
     info: Any,
@@ -130,9 +143,7 @@ class Failback:
                 )
                 return
             self._outstanding += 1
-            self._queue.put_nowait(
-                (time.monotonic() + self._interval, 1, info, request, metadata, snapshot())
-            )
+            self._queue.put_nowait(queued(self._interval, 1, info, request, metadata, snapshot()))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"dubbok-failback-{self._name}", daemon=True
@@ -169,15 +180,9 @@ class Failback:
                         "%s: failback gave up after %d retries: %s", self._name, attempt, exc
                     )
                 else:
-                    item = (
-                        time.monotonic() + self._interval,
-                        attempt + 1,
-                        info,
-                        request,
-                        metadata,
-                        attached,
+                    self._queue.put_nowait(
+                        queued(self._interval, attempt + 1, info, request, metadata, attached)
                     )
-                    self._queue.put_nowait(item)
             else:
                 self._settle(delivered=True)
             finally:

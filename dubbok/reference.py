@@ -24,13 +24,12 @@ from .governance import Governance
 from .invocation import Metadata
 from .observe import CallObservation, Observer
 from .stub import MethodInfo, MethodKind, ServiceDefinition
-from .transport import CHANNEL_CLOSED
+from .transport import CHANNEL_CLOSED, call_options
 
 __all__ = ["Reference", "ResponseStream"]
 
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
-_NO_OPTIONS: dict[str, Any] = {}  # no credentials, wait_for_ready or compression given
 
 
 def _wrap_rpc_error(route: Route, info: MethodInfo, address: str, exc: grpc.RpcError) -> RpcError:
@@ -240,15 +239,7 @@ class Reference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
-        options = (
-            _NO_OPTIONS
-            if credentials is None and wait_for_ready is None and compression is None
-            else {
-                "credentials": credentials,
-                "wait_for_ready": wait_for_ready,
-                "compression": compression,
-            }
-        )
+        options = call_options(credentials, wait_for_ready, compression)
         try:
             forced = plan.admit()
             if forced is None:
@@ -313,10 +304,7 @@ class Reference:
             md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
             try:
-                if options:
-                    result = mc(request, timeout=remaining, metadata=md, **options)
-                else:
-                    result = mc(request, timeout=remaining, metadata=md)
+                result = mc(request, timeout=remaining, metadata=md, **options)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
                 if not plan.attempt_failed(endpoint, exc, started, obs):

@@ -12,7 +12,8 @@ from typing import Any
 
 import grpc
 
-from ..attachments import Attachments, enter, leave, snapshot
+from .._fanout import _Queued, queued
+from ..attachments import enter, leave, snapshot
 from ..cluster.fanout import Action, FanOut
 from ..core import CallPlan
 from ..endpoint import Endpoint
@@ -22,10 +23,6 @@ from ..observe import CallObservation
 __all__ = ["AsyncFailback", "run_fanout_async"]
 
 log = logging.getLogger("dubbok.cluster")
-
-# A failback call waiting for its next try: when, which try, what to send, and the
-# attachments of the call that failed (a retry carries those, not its thread's or task's).
-_Queued = tuple[float, int, Any, Any, Metadata | None, Attachments]
 
 
 async def run_fanout_async(
@@ -128,9 +125,7 @@ class AsyncFailback:
             )
             return
         self._outstanding += 1
-        self._queue.put_nowait(
-            (time.monotonic() + self._interval, 1, info, request, metadata, snapshot())
-        )
+        self._queue.put_nowait(queued(self._interval, 1, info, request, metadata, snapshot()))
         if self._task is None:
             # In a context of its own, as the sync driver's thread: not the one of the call
             # that happened to start it (its incoming deadline, tag lane, retry flag and
@@ -158,15 +153,9 @@ class AsyncFailback:
                         "%s: failback gave up after %d retries: %s", self._name, attempt, exc
                     )
                 else:
-                    item = (
-                        time.monotonic() + self._interval,
-                        attempt + 1,
-                        info,
-                        request,
-                        metadata,
-                        attached,
+                    self._queue.put_nowait(
+                        queued(self._interval, attempt + 1, info, request, metadata, attached)
                     )
-                    self._queue.put_nowait(item)
             else:
                 self.delivered += 1
                 self._outstanding -= 1

@@ -20,14 +20,13 @@ from ..invocation import Metadata
 from ..observe import CallObservation, Observer
 from ..reference import _wrap_rpc_error
 from ..stub import MethodInfo, MethodKind, ServiceDefinition
-from ..transport import CHANNEL_CLOSED
+from ..transport import CHANNEL_CLOSED, call_options
 from ._fanout import AsyncFailback, run_fanout_async
 
 __all__ = ["AsyncReference", "AsyncResponseStream"]
 
 _OK = grpc.StatusCode.OK
 _RESEND = FailoverPolicy()
-_NO_OPTIONS: dict[str, Any] = {}  # no credentials, wait_for_ready or compression given
 
 
 def finish_observation(obs: CallObservation | None, code: grpc.StatusCode, details: str) -> None:
@@ -257,15 +256,7 @@ class AsyncReference:
         plan = CallPlan(route, route.policies[info.name], request, metadata or (), timeout)
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
-        options = (
-            _NO_OPTIONS
-            if credentials is None and wait_for_ready is None and compression is None
-            else {
-                "credentials": credentials,
-                "wait_for_ready": wait_for_ready,
-                "compression": compression,
-            }
-        )
+        options = call_options(credentials, wait_for_ready, compression)
         try:
             forced = plan.admit()
             if forced is None:
@@ -328,10 +319,7 @@ class AsyncReference:
             md, started = plan.start_attempt(endpoint, metadata, obs)
             conn.active += 1
             try:
-                if options:
-                    result = await mc(request, timeout=remaining, metadata=md, **options)
-                else:
-                    result = await mc(request, timeout=remaining, metadata=md)
+                result = await mc(request, timeout=remaining, metadata=md, **options)
             except (grpc.RpcError, *CHANNEL_CLOSED) as exc:
                 conn.done()
                 if not plan.attempt_failed(endpoint, exc, started, obs):

@@ -28,6 +28,7 @@ __all__ = [
     "ChannelPool",
     "Connection",
     "attempt_status",
+    "call_options",
 ]
 
 # What grpc raises when a call starts on a channel that was closed: a call that read a route
@@ -49,6 +50,25 @@ def attempt_status(exc: BaseException) -> tuple[grpc.StatusCode, str | None]:
 
 
 log = logging.getLogger("dubbok.transport")
+
+_NO_OPTIONS: dict[str, Any] = {}
+
+
+def call_options(
+    credentials: grpc.CallCredentials | None,
+    wait_for_ready: bool | None,
+    compression: grpc.Compression | None,
+) -> dict[str, Any]:
+    """The per-call options a driver passes on to each attempt: a shared empty dict when
+    none is given (the common case; nothing is built per call)."""
+    if credentials is None and wait_for_ready is None and compression is None:
+        return _NO_OPTIONS
+    return {
+        "credentials": credentials,
+        "wait_for_ready": wait_for_ready,
+        "compression": compression,
+    }
+
 
 # dubbok's cluster strategies own retries; grpc's own retry layer would multiply them.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
