@@ -187,8 +187,10 @@ def test_consistent_hash_on_a_header() -> None:
             balancer_options={"key": "header:x-user"},
         )
         owners = {
-            user: {echo.Echo(req(), metadata=[("x-user", user)]).served_by for _ in range(5)}
-            for user in ("alice", "bob", "carol", "dave", "erin", "frank")
+            user: {echo.Echo(req(), metadata=[("x-user", user)]).served_by for _ in range(3)}
+            # enough users that all landing on one of three endpoints (ring positions
+            # follow the OS-assigned ports) is not a chance worth testing against
+            for user in (f"user-{i}" for i in range(24))
         }
     assert all(len(owner) == 1 for owner in owners.values())  # each user sticks to one
     assert len({next(iter(o)) for o in owners.values()}) > 1  # and users spread out
