@@ -105,9 +105,8 @@ class App(_AppBase):
         exported: list[ExportedService] = [
             export_async(s, self.observer, self.limits) for s in servicers
         ]
-        server = new_async_server(self._server_options)
-        # Every method resolves through one generic handler; none is registered with the
-        # server (each registered method would cost every call: see PathHandlers).
+        # Every method resolves through one handler (PathHandlers), which the server is
+        # built around once every method is in it.
         handlers = PathHandlers()
         names: list[str] = []
         for svc in exported:
@@ -124,7 +123,7 @@ class App(_AppBase):
                 reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME]),
                 GenericOnly(handlers),
             )
-        server.add_generic_rpc_handlers((handlers,))
+        server = new_async_server(handlers, self._server_options)
         bound = listen(server, host, port)
         await server.start()
         self._server = server

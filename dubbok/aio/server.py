@@ -21,6 +21,7 @@ from ..server import (
     ServedCall,
     export,
 )
+from . import _serving
 
 __all__ = ["GenericOnly", "PathHandlers", "export_async", "new_async_server"]
 
@@ -150,13 +151,15 @@ def export_async(
 
 
 class PathHandlers:
-    """Every exported method's handler, by its full path, behind one generic handler.
+    """The asyncio provider's one handler of every method, by path (``/service/method``).
 
-    ``grpc.aio``'s server keeps one pending request per *registered* method (what
-    ``add_registered_method_handlers`` adds) and waits on all of them again after every
-    call, adding and removing a callback on each: every registered method costs every call,
-    about 6,000 instructions each (``bench instructions``). So the asyncio provider registers
-    no method: calls resolve through this handler, one dict lookup.
+    Every call resolves here, one dict lookup, which also hands the call's invocation
+    metadata to its wrapper (see ``_resolved``). With :mod:`dubbok.aio._serving` each method
+    is registered and served by a loop of its own that resolves through this; without it,
+    no method is registered: ``grpc.aio``'s own serving loop waits on one pending request
+    per *registered* method after every call, adding and removing a callback on each, so
+    every registered method would cost every call (about 6,000 instructions each, ``bench
+    instructions``).
     """
 
     def __init__(self) -> None:
@@ -165,6 +168,11 @@ class PathHandlers:
     def add(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
         for name, handler in handlers.items():
             self._handlers[f"/{service}/{name}"] = handler
+
+    @property
+    def methods(self) -> Mapping[str, grpc.RpcMethodHandler]:
+        """Every method added, by path."""
+        return self._handlers
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         path = handler_call_details.method
@@ -176,7 +184,7 @@ class PathHandlers:
 
 class GenericOnly:
     """A server as generated ``add_*_to_server`` functions see it (health, reflection): their
-    handlers go to :class:`PathHandlers`, and no method is registered (see there why)."""
+    handlers go to :class:`PathHandlers`, which the server is then built around."""
 
     def __init__(self, handlers: PathHandlers) -> None:
         self._handlers = handlers
@@ -190,5 +198,7 @@ class GenericOnly:
         self._handlers.add(service, handlers)
 
 
-def new_async_server(options: tuple[tuple[str, Any], ...] = ()) -> Any:
-    return grpc.aio.server(options=list(DEFAULT_SERVER_OPTIONS) + list(options))
+def new_async_server(handlers: PathHandlers, options: tuple[tuple[str, Any], ...] = ()) -> Any:
+    """A ``grpc.aio`` server (not started) serving every method of ``handlers``: one serving
+    loop per method where :mod:`dubbok.aio._serving` can, else grpc's own loop."""
+    return _serving.new_server((*DEFAULT_SERVER_OPTIONS, *options), handlers, handlers.methods)
