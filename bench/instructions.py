@@ -34,8 +34,9 @@ DESCRIPTION = "instructions per call (valgrind), client and server, raw grpcio v
 
 IMPLS = ("raw", "dubbok", "dubbok-10pct", "dubbok-all")
 # raw-generic: the raw asyncio server with Echo's methods behind a generic handler only (no
-# registered method), as dubbok.aio registers them; raw-health: the raw server with health
-# and reflection added the usual way (four more registered methods).
+# registered method), as dubbok.aio does on grpc's own serving loop; raw-health: the raw
+# server with health and reflection added the usual way (four more registered methods);
+# raw-loops: the raw servicer on dubbok.aio's server with a serving loop per method.
 KNOWN = (
     *IMPLS,
     "raw-header",
@@ -44,6 +45,7 @@ KNOWN = (
     "raw-otel",
     "raw-generic",
     "raw-health",
+    "raw-loops",
 )
 HOST = "127.0.0.1"
 CONCURRENCY = 16
@@ -84,8 +86,9 @@ def serve(mode: str, impl: str) -> None:
         if impl.startswith("raw"):
             import grpc
 
-            server = grpc.aio.server()
-            _add_raw_services(impl, server)
+            server = _raw_loops_server() if impl == "raw-loops" else grpc.aio.server()
+            if impl != "raw-loops":
+                _add_raw_services(impl, server)
             port = server.add_insecure_port(f"{HOST}:0")
             await server.start()
             print(port, flush=True)
@@ -114,6 +117,36 @@ class _GenericOnly:
 
     def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
         pass
+
+
+class _Collected:
+    """A server as a generated ``add_*_to_server`` sees it, collecting the method handlers."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers come again, by service
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        self.methods.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+
+def _raw_loops_server() -> Any:
+    """The raw servicer (no dubbok wrapper) on dubbok.aio's method-loop server."""
+    from bench import tracing
+    from dubbok.aio import _serving
+
+    if not _serving.enabled():
+        raise BenchError("raw-loops needs dubbok.aio's method-loop server, not available here")
+    collected = _Collected()
+    tracing._add_echo_servicer(tracing.AsyncEchoService(), collected)
+
+    class Resolver:
+        def service(self, details: Any) -> Any:
+            return collected.methods.get(details.method)
+
+    return _serving.new_server((), Resolver(), collected.methods)
 
 
 def _add_raw_services(impl: str, server: Any) -> None:
