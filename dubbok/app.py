@@ -25,8 +25,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from . import _serving
 from ._consumer import DiscoveryCache, PolicyBuilder, reference_options
 from ._rules import ReferenceRules
+from ._serving import HandlerPool
 from .balancer import create_balancer
 from .breaker import BreakerPolicy
 from .degrade import FallbackFunc
@@ -422,6 +424,7 @@ class App(_AppBase):
             options=self._channel_options, credentials=self._channel_credentials
         )
         self._server: Any = None
+        self._handler_pool: HandlerPool | None = None
         self._health: Any = None
         self._references: list[tuple[Directory, Subscription, Any]] = []
         self._lock = threading.Lock()
@@ -445,7 +448,7 @@ class App(_AppBase):
                     "to one serve() call"
                 )
             exported = [export(s, observer=self.observer, limits=self.limits) for s in servicers]
-            server = new_server(self._max_workers, self._server_options)
+            server, pool = new_server(self._max_workers, self._server_options)
             names = []
             for svc in exported:
                 server.add_generic_rpc_handlers(
@@ -462,8 +465,9 @@ class App(_AppBase):
             if self._reflection_enabled:
                 reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
             bound = listen(server, host, port)
-            server.start()
+            _serving.start(server)
             self._server = server
+            self._handler_pool = pool
             self._exported = exported
             self.port = bound
         self._follow_limits(list(zip(exported, servicers, strict=True)))
@@ -534,6 +538,9 @@ class App(_AppBase):
                 self._stopped.wait(self.drain)
             if self._server is not None:
                 self._server.stop(grace).wait()
+            if self._handler_pool is not None:
+                # Handlers still running (their calls cancelled) finish; then the threads end.
+                self._handler_pool.shutdown(wait=False)
             self._close_consumers()
             self._close_config()
             with self._registry_lock:

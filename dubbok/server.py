@@ -13,12 +13,12 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from ._serving import HandlerPool
 from .attachments import EMPTY as NO_ATTACHMENTS
 from .attachments import PREFIX as ATTACHMENT_PREFIX
 from .attachments import _current as _attachments
@@ -401,10 +401,11 @@ def default_workers() -> int:
     return min(32, (os.cpu_count() or 1) * 8)
 
 
-def new_server(max_workers: int | None, options: tuple[tuple[str, Any], ...] = ()) -> Any:
-    return grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=max_workers or default_workers(), thread_name_prefix="dubbok-handler"
-        ),
-        options=list(DEFAULT_SERVER_OPTIONS) + list(options),
-    )
+def new_server(
+    max_workers: int | None, options: tuple[tuple[str, Any], ...] = ()
+) -> tuple[Any, HandlerPool]:
+    """A ``grpc`` server (not started: see :func:`dubbok._serving.start`) and its handler
+    threads, at most ``max_workers`` of them."""
+    pool = HandlerPool(max_workers or default_workers(), thread_name_prefix="dubbok-handler")
+    server = grpc.server(pool, options=list(DEFAULT_SERVER_OPTIONS) + list(options))
+    return server, pool

@@ -17,7 +17,7 @@ grpc's. A method loop ends when shutdown fails its pending request.
 It uses grpc internals (``AioServer._request_registered_call``, ``_make_request_call_future``
 and ``_server_main_loop``; ``_handle_rpc``, ``_schedule_rpc_coro``, ``_RequestCallError``;
 ``grpc.aio._server.Server``'s two attributes). They are checked at import, their
-signatures included; without them, or with ``DUBBOK_AIO_SERVING=grpc`` in the environment,
+signatures included; without them, or with ``DUBBOK_SERVING=grpc`` in the environment,
 :func:`new_server` returns grpc's own server, unchanged.
 """
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import grpc
 
+from .._serving import ENV
+
 __all__ = ["SUPPORTED", "MethodLoopServer", "enabled", "new_server"]
 
 log = logging.getLogger(__name__)
-
-ENV = "DUBBOK_AIO_SERVING"  # "grpc": grpc's own serving loop
 
 
 def _parameters(fn: object) -> tuple[str, ...] | None:

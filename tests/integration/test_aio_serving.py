@@ -1,5 +1,5 @@
 """The asyncio provider's server: a serving loop per method (dubbok.aio._serving), and grpc's
-own serving loop (DUBBOK_AIO_SERVING=grpc) behave the same to every caller: all four call
+own serving loop (DUBBOK_SERVING=grpc) behave the same to every caller: all four call
 kinds, health, reflection, unknown methods, errors, cancellation, concurrency and a graceful
 stop."""
 
