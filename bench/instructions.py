@@ -36,7 +36,8 @@ IMPLS = ("raw", "dubbok", "dubbok-10pct", "dubbok-all")
 # raw-generic: the raw asyncio server with Echo's methods behind a generic handler only (no
 # registered method), as dubbok.aio does on grpc's own serving loop; raw-health: the raw
 # server with health and reflection added the usual way (four more registered methods);
-# raw-loops: the raw servicer on dubbok.aio's server with a serving loop per method.
+# raw-loops: the raw servicer on dubbok.aio's server with a serving loop per method;
+# raw-fast (sync): the raw servicer on dubbok's sync serving (dubbok._serving).
 KNOWN = (
     *IMPLS,
     "raw-header",
@@ -46,6 +47,7 @@ KNOWN = (
     "raw-generic",
     "raw-health",
     "raw-loops",
+    "raw-fast",
 )
 HOST = "127.0.0.1"
 CONCURRENCY = 16
@@ -67,10 +69,20 @@ def serve(mode: str, impl: str) -> None:
         import grpc
 
         if impl.startswith("raw"):
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+            if impl == "raw-fast":
+                from dubbok import _serving
+
+                if not _serving.enabled():
+                    raise BenchError("raw-fast needs dubbok's sync serving, not available here")
+                server = grpc.server(_serving.HandlerPool(16))
+            else:
+                server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
             tracing._add_echo_servicer(tracing.EchoService(), server)
             port = server.add_insecure_port(f"{HOST}:0")
-            server.start()
+            if impl == "raw-fast":
+                _serving.start(server)
+            else:
+                server.start()
             print(port, flush=True)
             signal.sigwait([signal.SIGTERM])
             server.stop(None)
