@@ -4,9 +4,9 @@ thread takes them.
 grpc's sync server hands a unary call to its thread pool as soon as the call arrives. The
 pool thread then asks for the request message and parks on a condition until the serving
 thread, which polls grpc's completion queue, wakes it with the message: two thread hand-offs
-per call, each a wake-up and a wait for the GIL. On the development machine that cost a raw
-grpc provider about a third of its CPU time per unary call (``bench instructions --modes
-sync --impls raw,raw-fast``).
+per call, each a wake-up and a wait for the GIL. On the development machine that was about a
+quarter of a raw grpc provider's instructions per unary call (``bench instructions --modes
+sync --impls raw,raw-fast``) and more of its CPU time.
 
 :func:`start` starts grpc's own server with its own serving thread replaced by one that
 differs for unary-unary registered methods only: the serving thread asks for the request
@@ -21,13 +21,18 @@ paths and ``run`` (no future) for the unary path above. ``concurrent.futures``'s
 ``ThreadPoolExecutor`` spends a Future, a work item, a semaphore check and a done callback on
 every call.
 
-It uses grpc internals of ``grpc._server`` (listed in ``_NEEDED``), checked at import, their
-signatures included. Without them, with a server interceptor or a concurrent-RPC limit, or
-with ``DUBBOK_SERVING=grpc`` in the environment, :func:`start` is ``server.start()``.
+It uses grpc internals of ``grpc._server``, checked at import: the functions it calls, by
+their parameters (``_NEEDED``); the functions it stands in for, by the names they use
+(``_COPIED``, ``_start``, ``_serve``), so that a grpc that does more there is not stood in
+for. Without them, with a server interceptor or a concurrent-RPC limit, or with
+``DUBBOK_SERVING=grpc`` in the environment, :func:`start` is ``server.start()``. A call is
+served the same as grpc would, with one addition: a call no handler thread can take (the
+pool shut down, or no thread could start) gets UNAVAILABLE and serving goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
@@ -105,6 +110,30 @@ _SERVE_NAMES = {
     "_process_event_and_continue",
 }
 
+# What this module does in their place, fingerprinted by every name each one uses (its own
+# and its nested functions'): a grpc whose versions use other names may do more, and gets its
+# own serving. (From grpcio 1.85; ``_fingerprint`` computes them.)
+_COPIED = {
+    "_process_event_and_continue": "da9d27c124173347",
+    "_handle_call": "e7970749bac61088",
+    "_handle_with_method_handler": "8a43f8b913a57f55",
+    "_handle_unary_unary": "f73f2895f3dfb756",
+    "_select_thread_pool_for_behavior": "bade4d225399c929",
+    "_unary_request": "136db82860e4c81c",
+    "_receive_message": "937dfbc7ee1c343c",
+}
+
+
+def _fingerprint(fn: Any) -> str:
+    names: set[str] = set()
+    codes = [fn.__code__]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return hashlib.sha256(" ".join(sorted(names)).encode()).hexdigest()[:16]
+
+
 try:
     from grpc import _common as _grpc_common
     from grpc import _server as _grpc_server
@@ -116,6 +145,8 @@ try:
             _parameters(getattr(_grpc_server, name, None)) == params
             for name, params in _NEEDED.items()
         )
+        and all(_fingerprint(getattr(_grpc_server, name)) == fp for name, fp in _COPIED.items())
+        and _grpc_server._Server.start.__code__.co_names == ("_start", "_state")
         and set(_grpc_server._start.__code__.co_names) <= _START_NAMES
         and set(_grpc_server._serve.__code__.co_names) <= _SERVE_NAMES
         and all(
@@ -166,22 +197,23 @@ class HandlerPool:
         self._shutdown = False
 
     def run(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on a handler thread; what it raises is logged."""
+        """Run ``fn(*args)`` on a handler thread; what it raises is logged. Raises
+        ``RuntimeError`` after :meth:`shutdown`, or when a needed thread cannot start (the
+        call is then not queued)."""
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("the handler pool is shut down; no call can be scheduled")
-            self._queue.put((fn, args))
             if self._idle > 0:
                 self._idle -= 1  # a waiting thread takes it
-                return
-            if len(self._threads) >= self.max_workers:
+            elif len(self._threads) >= self.max_workers:
                 self._backlog += 1  # the next thread to finish takes it
-                return
-            thread = threading.Thread(
-                target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-        thread.start()
+            else:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
+                )
+                thread.start()  # before it counts: a thread that failed to start is not one
+                self._threads.append(thread)
+            self._queue.put((fn, args))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         """``concurrent.futures.Executor.submit``: grpc's own paths use the future."""
@@ -274,7 +306,10 @@ class _Serving:
         self.unary = {
             method: handler
             for method, handler in state.registered_method_handlers.items()
-            if not handler.request_streaming and not handler.response_streaming
+            if not handler.request_streaming
+            and not handler.response_streaming
+            # a behaviour with a pool of its own (grpc's experimental_thread_pool) keeps it
+            and getattr(handler.unary_unary, "experimental_thread_pool", None) is None
         }
         pool = state.thread_pool
         self.run: Callable[..., Any] = pool.run if isinstance(pool, HandlerPool) else pool.submit
@@ -334,7 +369,7 @@ class _Serving:
                 rpc_state.due.add(g._RECEIVE_CLOSE_ON_SERVER_TOKEN)
                 call.start_server_batch(
                     (cygrpc.ReceiveMessageOperation(0),),
-                    self._received(event, rpc_state, handler),
+                    self._received(event, rpc_state, method, handler),
                 )
                 rpc_state.due.add(g._RECEIVE_MESSAGE_TOKEN)
                 state.rpc_states.add(rpc_state)
@@ -344,7 +379,7 @@ class _Serving:
             return not g._stop_serving(state)
 
     def _received(
-        self, rpc_event: Any, rpc_state: Any, handler: grpc.RpcMethodHandler
+        self, rpc_event: Any, rpc_state: Any, method: str, handler: grpc.RpcMethodHandler
     ) -> Callable[[Any], Any]:
         """The request's completion: the call goes to a handler thread (grpc's
         ``_receive_message`` and ``_unary_request``, without the thread in between)."""
@@ -361,7 +396,6 @@ class _Serving:
                     if rpc_state.client is g._OPEN:
                         rpc_state.client = g._CLOSED
                     if rpc_state.client is g._CLOSED:
-                        method = _grpc_common.decode(rpc_event.call_details.method)
                         details = f'"{method}" requires exactly one request message.'
                         g._abort(
                             rpc_state,
@@ -377,6 +411,9 @@ class _Serving:
                     return None, ()
 
             def argument() -> Any:
+                with rpc_state.condition:
+                    if not g._is_rpc_state_active(rpc_state):
+                        return None  # cancelled or past its deadline while it queued
                 request = _grpc_common.deserialize(serialized, deserializer)
                 if request is None:
                     with rpc_state.condition:
@@ -388,16 +425,26 @@ class _Serving:
                         )
                 return request
 
-            run(
-                rpc_state.context.run,
-                g._unary_response_in_pool,
-                rpc_event,
-                rpc_state,
-                handler.unary_unary,
-                argument,
-                deserializer,
-                handler.response_serializer,
-            )
+            try:
+                run(
+                    rpc_state.context.run,
+                    g._unary_response_in_pool,
+                    rpc_event,
+                    rpc_state,
+                    handler.unary_unary,
+                    argument,
+                    deserializer,
+                    handler.response_serializer,
+                )
+            except Exception:  # no handler thread for it: refuse this call, serve the next
+                log.exception("no handler thread could take a call to %s", method)
+                with rpc_state.condition:
+                    g._abort(
+                        rpc_state,
+                        rpc_event.call,
+                        cygrpc.StatusCode.unavailable,
+                        b"the server could not schedule the call",
+                    )
             return None, ()
 
         return received

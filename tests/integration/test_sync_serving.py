@@ -60,6 +60,7 @@ class _Held(EchoServicer):
         self.held: list[threading.Event] = []
         self.running = 0
         self.peak = 0
+        self.texts: list[str] = []  # every request a handler ran for
 
     def release(self) -> None:
         with self.lock:
@@ -71,6 +72,7 @@ class _Held(EchoServicer):
         done = threading.Event()
         context.add_callback(done.set)
         with self.lock:
+            self.texts.append(request.text)
             self.running += 1
             self.peak = max(self.peak, self.running)
             if self.released:
@@ -231,6 +233,30 @@ def test_handlers_never_outnumber_max_workers_and_queued_calls_all_run(serving: 
         assert [f.result(timeout=30).text for f in futures] == [str(i) for i in range(12)]
         assert servicer.peak == 3
         assert provider.app._server._state.thread_pool.threads == 3
+
+
+def test_calls_that_die_while_queued_never_reach_the_handler(serving: str) -> None:
+    # One handler thread, held; calls queued behind it pass their deadline. grpc's own
+    # serving never runs a call that ended while it waited; neither may dubbok's.
+    servicer = _Held()
+    with (
+        serve_provider(servicer, max_workers=1) as provider,
+        grpc.insecure_channel(provider.address) as channel,
+    ):
+        stub = echo_pb2_grpc.EchoStub(channel)
+        held = stub.Echo.future(echo_pb2.EchoRequest(text="held"))
+        assert servicer.started.wait(10)
+        queued = [
+            stub.Echo.future(echo_pb2.EchoRequest(text=f"q{i}"), timeout=0.3) for i in range(5)
+        ]
+        for future in queued:
+            with pytest.raises(grpc.RpcError) as late:
+                future.result(timeout=10)
+            assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        servicer.release()
+        assert held.result(timeout=10).text == "held"
+        assert stub.Echo(echo_pb2.EchoRequest(text="after"), timeout=10).text == "after"
+        assert servicer.texts == ["held", "after"]
 
 
 def test_a_graceful_stop_finishes_calls_in_flight_and_ends_its_threads(serving: str) -> None:

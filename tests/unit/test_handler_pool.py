@@ -104,3 +104,35 @@ def test_shutdown_ends_every_thread_after_what_was_queued() -> None:
 def test_max_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         HandlerPool(0)
+
+
+def test_a_thread_that_cannot_start_refuses_the_call_and_the_pool_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = HandlerPool(1, thread_name_prefix="test-pool-nothread")
+    ran: list[str] = []
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    try:
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError, match="can't start"):
+            pool.run(ran.append, "refused")
+        assert pool.threads == 0
+        monkeypatch.setattr(threading.Thread, "start", start)
+        assert pool.submit(ran.append, "taken").result(timeout=5) is None
+        assert ran == ["taken"]  # the refused call was not queued
+        assert pool.threads == 1
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_waits_only_for_threads_that_started() -> None:
+    pool = HandlerPool(3, thread_name_prefix="test-pool-join")
+    futures = [pool.submit(lambda: None) for _ in range(3)]
+    for future in futures:
+        future.result(timeout=5)
+    pool.shutdown(wait=True)  # joins every thread it counted; none is unstarted
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-pool-join")]
