@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dubbok.aio import _serving
+from dubbok.aio.server import PathHandlers, new_async_server
 from dubbok.testing import AsyncEchoServicer, serve_provider_async
-from dubbok.testing.pb import echo_pb2, echo_pb2_grpc
+from dubbok.testing.pb import echo_pb2, echo_pb2_grpc, helloworld_pb2, helloworld_pb2_grpc
 
 SERVICE = "dubbok.testing.v1.Echo"
 
@@ -191,3 +192,82 @@ def test_a_stop_without_grace_cancels_calls_in_flight(serving: str) -> None:
                 await asyncio.wait_for(servicer.cancelled.wait(), 10)
 
     asyncio.run(main())
+
+
+def _echo_server() -> tuple[Any, int]:
+    handlers = PathHandlers()
+    handlers.add(SERVICE, _echo_handlers(AsyncEchoServicer("own")))
+    server = new_async_server(handlers)
+    return server, server.add_insecure_port("127.0.0.1:0")
+
+
+def _echo_handlers(servicer: Any) -> dict[str, grpc.RpcMethodHandler]:
+    recorder = _Recorder()
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, recorder)
+    return recorder.handlers
+
+
+class _Recorder:
+    """A server as a generated ``add_*_to_server`` sees it; keeps the handlers it is given."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers.update(handlers)
+
+
+def test_a_service_registered_on_the_server_directly_is_served(serving: str) -> None:
+    # A plain grpc servicer added with its generated add_*_to_server function (which
+    # registers its methods on the grpc.aio.Server) is served beside the provider's own.
+    async def main() -> None:
+        server, port = _echo_server()
+        helloworld_pb2_grpc.add_GreeterServicer_to_server(_Greeter(), server)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                greeter = helloworld_pb2_grpc.GreeterStub(channel)
+                reply = await greeter.SayHello(helloworld_pb2.HelloRequest(name="x"), timeout=10)
+                assert reply.message == "hello x"
+                echo = echo_pb2_grpc.EchoStub(channel)
+                echoed = await echo.Echo(echo_pb2.EchoRequest(text="y"), timeout=10)
+                assert echoed.text == "y"
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_a_registration_after_start_is_refused_and_the_server_keeps_serving(
+    serving: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # grpc refuses (with a warning) a method registered once the server has started; the
+    # method loops must not try to serve it either.
+    async def main() -> None:
+        server, port = _echo_server()
+        await server.start()
+        try:
+            helloworld_pb2_grpc.add_GreeterServicer_to_server(_Greeter(), server)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                echo = echo_pb2_grpc.EchoStub(channel)
+                for _ in range(3):
+                    echoed = await echo.Echo(echo_pb2.EchoRequest(text="y"), timeout=10)
+                    assert echoed.text == "y"
+            # still running: no serving loop crashed
+            assert await server.wait_for_termination(0.05) is True
+        finally:
+            await server.stop(None)
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(main())
+    assert "Cannot register method handlers once server has started" in caplog.text
+
+
+class _Greeter(helloworld_pb2_grpc.GreeterServicer):
+    async def SayHello(self, request: Any, context: Any) -> Any:
+        return helloworld_pb2.HelloReply(message=f"hello {request.name}")
