@@ -39,7 +39,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeAlias
@@ -123,10 +123,13 @@ class LoadResult:
     max: float
     cpu_per_call: float
     first_error: str | None = None
+    # Every latency of the window, when the spec asked to keep them (to merge the phases
+    # of several client processes); not in the JSON.
+    latencies: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready mapping (NaN becomes ``None``)."""
-        return {k: _jsonable(v) for k, v in asdict(self).items()}
+        return {k: _jsonable(v) for k, v in asdict(self).items() if k != "latencies"}
 
 
 def summarize(
@@ -137,6 +140,7 @@ def summarize(
     window: float,
     cpu_seconds: float = math.nan,
     first_error: str | None = None,
+    keep_latencies: bool = False,
 ) -> LoadResult:
     """Fold the per-call latencies of one window into a :class:`LoadResult`."""
     if window <= 0:
@@ -159,6 +163,7 @@ def summarize(
         max=worst,
         cpu_per_call=cpu_seconds / calls if calls else math.nan,
         first_error=first_error,
+        latencies=tuple(latencies) if keep_latencies else (),
     )
 
 
@@ -202,6 +207,7 @@ class LoadSpec:
     warmup: float
     duration: float
     call_timeout: float = 10.0
+    keep_latencies: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -245,6 +251,7 @@ def _collect(spec: LoadSpec, recorders: Sequence[_Recorder], cpu_seconds: float)
         window=spec.duration,
         cpu_seconds=cpu_seconds,
         first_error=next((r.first_error for r in recorders if r.first_error), None),
+        keep_latencies=spec.keep_latencies,
     )
 
 
@@ -468,10 +475,18 @@ class Child:
 
     def request(self, payload: object, timeout: float) -> object:
         """Send one request and wait for the child's reply."""
+        self.send_request(payload)
+        return self.receive_reply(timeout)
+
+    def send_request(self, payload: object) -> None:
+        """Send one request; :meth:`receive_reply` waits for the answer."""
         try:
             self._conn.send(("run", payload))
         except OSError as exc:
             raise ChildError(f"{self.name} is gone (exit code {self._exitcode()})") from exc
+
+    def receive_reply(self, timeout: float) -> object:
+        """Wait for the reply to the request sent last."""
         kind, answer = self._receive(timeout, "answering a request")
         if kind != "reply":
             raise ChildError(f"{self.name} sent {kind!r} instead of a reply")
@@ -569,10 +584,45 @@ def spawn_client(name: str, mode: str, setup: SyncSetup | AsyncSetup, *args: obj
 
 def run_load(client: Child, spec: LoadSpec) -> LoadResult:
     """Run one phase on a client child and return its measurements."""
-    result = client.request(spec, timeout=spec.deadline + 30.0)
-    if not isinstance(result, LoadResult):
-        raise ChildError(f"{client.name} answered {result!r} instead of a LoadResult")
-    return result
+    return _load_result(client, client.request(spec, timeout=spec.deadline + 30.0))
+
+
+def _load_result(client: Child, answer: object) -> LoadResult:
+    if not isinstance(answer, LoadResult):
+        raise ChildError(f"{client.name} answered {answer!r} instead of a LoadResult")
+    return answer
+
+
+def run_load_split(clients: Sequence[Child], spec: LoadSpec) -> LoadResult:
+    """Run one phase on several client children at once, ``spec.concurrency`` callers
+    shared out among them, and merge their measurements as if one client had made every
+    call (percentiles over all the latencies; CPU is the children's total per call).
+
+    A single Python client process tops out near one CPU (its GIL); several processes
+    show what a service sees from many clients."""
+    if len(clients) == 1:
+        return run_load(clients[0], spec)
+    if spec.concurrency < len(clients):
+        raise BenchError(
+            f"concurrency {spec.concurrency} cannot be shared among {len(clients)} client "
+            "processes; use at most one process per caller"
+        )
+    count = len(clients)
+    for i, client in enumerate(clients):
+        share = spec.concurrency // count + (1 if i < spec.concurrency % count else 0)
+        client.send_request(replace(spec, concurrency=share, keep_latencies=True))
+    results = [
+        _load_result(client, client.receive_reply(spec.deadline + 30.0)) for client in clients
+    ]
+    return summarize(
+        concurrency=spec.concurrency,
+        latencies=[x for r in results for x in r.latencies],
+        errors=sum(r.errors for r in results),
+        window=spec.duration,
+        cpu_seconds=sum(r.cpu_per_call * r.calls for r in results if r.calls),
+        first_error=next((r.first_error for r in results if r.first_error), None),
+        keep_latencies=spec.keep_latencies,
+    )
 
 
 # --------------------------------------------------------------------------- CLI

@@ -237,7 +237,7 @@ def count(mode: str, impl: str, side: str, calls: int) -> int:
         server_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=_root()
     )
     try:
-        assert server.stdout is not None
+        assert server.stdout is not None and server.stderr is not None
         port = server.stdout.readline().strip()
         if not port.isdigit():
             raise BenchError(f"{impl} {mode} server did not start: {server.stderr.read()[-600:]}")

@@ -61,7 +61,7 @@ from bench.harness import (
     ratio,
     render_table,
     results_path,
-    run_load,
+    run_load_split,
     spawn_client,
     stop_all,
     write_json,
@@ -292,6 +292,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--payload", type=int, default=32, help="request payload bytes (%(default)s)"
     )
     parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="client processes per implementation, sharing the concurrency out "
+        "(%(default)s); one Python process tops out near one CPU",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit with status 1 when a target is missed"
     )
 
@@ -303,16 +310,19 @@ def measure_mode(mode: str, args: argparse.Namespace, runs: Runs) -> None:
     """Start a server and a client per implementation in ``mode``, run every phase,
     append the results to ``runs`` and stop every process, also on error or Ctrl-C."""
     servers: dict[str, Child] = {}
-    clients: dict[str, Child] = {}
+    clients: dict[str, list[Child]] = {}
     try:
         for impl in args.impls:
             servers[impl] = Child.spawn(f"{impl} {mode} server", SERVERS[impl, mode], args.workers)
         for impl, server in servers.items():
             port = server.wait_ready(READY_TIMEOUT)
-            clients[impl] = spawn_client(
-                f"{impl} {mode} client", mode, CLIENTS[impl, mode], port, args.payload
-            )
-        for client in clients.values():
+            clients[impl] = [
+                spawn_client(
+                    f"{impl} {mode} client {i + 1}", mode, CLIENTS[impl, mode], port, args.payload
+                )
+                for i in range(args.client_processes)
+            ]
+        for client in (c for group in clients.values() for c in group):
             client.wait_ready(READY_TIMEOUT)
         for repeat in range(args.repeat):
             # Alternate who goes first so slow drift does not favour either side.
@@ -320,7 +330,7 @@ def measure_mode(mode: str, args: argparse.Namespace, runs: Runs) -> None:
             for concurrency in args.concurrency:
                 for impl in order:
                     spec = LoadSpec(concurrency, args.warmup, args.duration, CALL_TIMEOUT + 5.0)
-                    result = run_load(clients[impl], spec)
+                    result = run_load_split(clients[impl], spec)
                     runs[mode, concurrency, impl].append(result)
                     progress(
                         f"  {mode:<4} c={concurrency:<3} {impl:<6} #{repeat + 1}: "
@@ -330,7 +340,7 @@ def measure_mode(mode: str, args: argparse.Namespace, runs: Runs) -> None:
                     )
     finally:
         try:
-            stop_all(clients.values(), grace=2.0)
+            stop_all((c for group in clients.values() for c in group), grace=2.0)
         finally:
             stop_all(servers.values(), grace=SERVER_GRACE)
 
@@ -421,8 +431,15 @@ def render_rows(rows: Sequence[Row]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.repeat < 1 or args.workers < 1 or args.payload < 0:
-        raise BenchError("--repeat and --workers must be at least 1, --payload at least 0")
+    if args.repeat < 1 or args.workers < 1 or args.payload < 0 or args.client_processes < 1:
+        raise BenchError(
+            "--repeat, --workers and --client-processes must be at least 1, --payload at least 0"
+        )
+    if min(args.concurrency) < args.client_processes:
+        raise BenchError(
+            f"--client-processes {args.client_processes} is more than the lowest concurrency "
+            f"({min(args.concurrency)}): each client process needs at least one caller"
+        )
     LoadSpec(1, args.warmup, args.duration)  # validates the durations up front
     env = environment()
     phases = len(args.modes) * len(args.concurrency) * len(args.impls) * args.repeat
@@ -438,7 +455,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"median of {args.repeat} x {args.duration:g} s windows after {args.warmup:g} s "
         f"warm-up; sync server pool {args.workers} threads; client and server in "
-        "separate processes",
+        f"separate processes ({args.client_processes} client process"
+        f"{'es' if args.client_processes > 1 else ''} per implementation)",
         flush=True,
     )
     progress(f"{phases} phases, about {phases * (args.warmup + args.duration):.0f} s")
@@ -479,6 +497,7 @@ def run(args: argparse.Namespace) -> int:
                 "repeat": args.repeat,
                 "workers": args.workers,
                 "payload": args.payload,
+                "client_processes": args.client_processes,
                 "elapsed": round(time.monotonic() - started, 1),
             },
             "target": asdict(TARGET),
