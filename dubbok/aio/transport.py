@@ -134,7 +134,12 @@ class AsyncConnection(Connection):
         mc = self._callables.get(info.path)
         if mc is None:
             mc = super().multicallable(info)
-            if _DIRECT and info.kind is MethodKind.UNARY_UNARY:
+            # Not on a channel with client interceptors: they run in grpc's call objects.
+            if (
+                _DIRECT
+                and info.kind is MethodKind.UNARY_UNARY
+                and not getattr(mc, "_interceptors", True)
+            ):
                 mc = self._callables[info.path] = DirectUnary(mc)
         return mc
 

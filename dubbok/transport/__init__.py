@@ -20,13 +20,15 @@ from typing import Any
 
 import grpc
 
-from ..stub import MethodInfo
+from ..stub import MethodInfo, MethodKind
+from . import _direct
 
 __all__ = [
     "CHANNEL_CLOSED",
     "DEFAULT_CHANNEL_OPTIONS",
     "ChannelPool",
     "Connection",
+    "SyncConnection",
     "attempt_status",
     "call_options",
 ]
@@ -116,6 +118,23 @@ class Connection:
             self.idle.set()
 
 
+class SyncConnection(Connection):
+    """A sync ``grpc`` channel's connection: unary-unary methods are
+    :class:`~dubbok.transport._direct.DirectUnary` where this grpcio allows and the channel
+    has no client interceptors (as from ``grpc.intercept_channel``, or an instrumentation
+    that wraps every channel)."""
+
+    __slots__ = ()
+
+    def multicallable(self, info: MethodInfo) -> Any:
+        mc = self._callables.get(info.path)
+        if mc is None:
+            mc = super().multicallable(info)
+            if info.kind is MethodKind.UNARY_UNARY and _direct.eligible(mc):
+                mc = self._callables[info.path] = _direct.DirectUnary(mc)
+        return mc
+
+
 class ChannelPool:
     """Reference-counted channels keyed by address (sync ``grpc`` channels)."""
 
@@ -144,7 +163,7 @@ class ChannelPool:
         with self._lock:
             conn = self._connections.get(address)
             if conn is None or conn.draining:
-                conn = Connection(address, self._open(address))
+                conn = SyncConnection(address, self._open(address))
                 self._connections[address] = conn
             conn.refs += 1
             return conn

@@ -315,3 +315,24 @@ def test_the_provider_hands_handlers_the_resolved_metadata(
 
     asyncio.run(main())
     assert handed == [True] * 11
+
+
+def test_a_channel_with_client_interceptors_is_not_called_directly() -> None:
+    # grpc runs a channel's client interceptors in its own call objects; a direct call would
+    # skip them (an instrumentation that adds interceptors to every channel, for one).
+    seen: list[str] = []
+
+    class Interceptor(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            seen.append(details.method)
+            return await continuation(details, request)
+
+    async def main() -> None:
+        async with _server(AsyncEchoServicer("a")) as address:
+            async with grpc.aio.insecure_channel(address, interceptors=[Interceptor()]) as channel:
+                mc = AsyncConnection(address, channel).multicallable(ECHO)
+                assert not isinstance(mc, DirectUnary)
+                assert (await mc(echo_pb2.EchoRequest(text="i"), timeout=5)).text == "i"
+
+    asyncio.run(main())
+    assert seen == [ECHO.path.encode()]  # grpc.aio hands interceptors the method as bytes
