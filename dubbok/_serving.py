@@ -22,17 +22,17 @@ paths and ``run`` (no future) for the unary path above. ``concurrent.futures``'s
 every call.
 
 It uses grpc internals of ``grpc._server``, checked at import: the functions it calls, by
-their parameters (``_NEEDED``); the functions it stands in for, by the names they use
-(``_COPIED``, ``_start``, ``_serve``), so that a grpc that does more there is not stood in
-for. Without them, with a server interceptor or a concurrent-RPC limit, or with
-``DUBBOK_SERVING=grpc`` in the environment, :func:`start` is ``server.start()``. A call is
-served the same as grpc would, with one addition: a call no handler thread can take (the
-pool shut down, or no thread could start) gets UNAVAILABLE and serving goes on.
+their parameters (``_NEEDED``); the functions it stands in for, by their source
+(``_COPIED``) and the names they use (``_start``, ``_serve``), so that a grpc that does
+more there is not stood in for. Without them, with a server interceptor or a concurrent-RPC
+limit, or with ``DUBBOK_SERVING=grpc`` in the environment, :func:`start` is
+``server.start()``. A call is served the same as grpc would, with one addition: a call no
+handler thread can take (the pool shut down, or no thread could start) gets UNAVAILABLE and
+serving goes on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import os
@@ -44,6 +44,8 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+
+from dubbok._fingerprint import fingerprint
 
 __all__ = ["ENV", "SUPPORTED", "HandlerPool", "enabled", "start"]
 
@@ -110,28 +112,18 @@ _SERVE_NAMES = {
     "_process_event_and_continue",
 }
 
-# What this module does in their place, fingerprinted by every name each one uses (its own
-# and its nested functions'): a grpc whose versions use other names may do more, and gets its
-# own serving. (From grpcio 1.85; ``_fingerprint`` computes them.)
+# What this module does in their place, fingerprinted by their source
+# (``dubbok._fingerprint``): a grpc whose versions differ may do more, and gets its own
+# serving. (From grpcio 1.85.3.)
 _COPIED = {
-    "_process_event_and_continue": "da9d27c124173347",
-    "_handle_call": "e7970749bac61088",
-    "_handle_with_method_handler": "8a43f8b913a57f55",
-    "_handle_unary_unary": "f73f2895f3dfb756",
-    "_select_thread_pool_for_behavior": "bade4d225399c929",
-    "_unary_request": "136db82860e4c81c",
-    "_receive_message": "937dfbc7ee1c343c",
+    "_process_event_and_continue": "527f3a8d7ef119fb",
+    "_handle_call": "35be644c036d5739",
+    "_handle_with_method_handler": "bff14a0b4d1fe6b8",
+    "_handle_unary_unary": "a987b3a1429346be",
+    "_select_thread_pool_for_behavior": "2ca2a472e66cea55",
+    "_unary_request": "f365f3703a601d0d",
+    "_receive_message": "2612012ac051b47a",
 }
-
-
-def _fingerprint(fn: Any) -> str:
-    names: set[str] = set()
-    codes = [fn.__code__]
-    while codes:
-        code = codes.pop()
-        names.update(code.co_names)
-        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return hashlib.sha256(" ".join(sorted(names)).encode()).hexdigest()[:16]
 
 
 try:
@@ -145,7 +137,7 @@ try:
             _parameters(getattr(_grpc_server, name, None)) == params
             for name, params in _NEEDED.items()
         )
-        and all(_fingerprint(getattr(_grpc_server, name)) == fp for name, fp in _COPIED.items())
+        and all(fingerprint(getattr(_grpc_server, name)) == fp for name, fp in _COPIED.items())
         and _grpc_server._Server.start.__code__.co_names == ("_start", "_state")
         and set(_grpc_server._start.__code__.co_names) <= _START_NAMES
         and set(_grpc_server._serve.__code__.co_names) <= _SERVE_NAMES

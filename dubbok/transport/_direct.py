@@ -3,72 +3,107 @@ per-call bookkeeping (see :class:`DirectUnary`)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
+import types
 from typing import Any
 
 import grpc
 
+from dubbok._fingerprint import fingerprint, lookup
+
 __all__ = ["SUPPORTED", "DirectUnary", "eligible"]
 
-
-def _fingerprint(fn: Any) -> str:
-    """The names a function's code uses (nested code included): they change when what
-    the function does changes."""
-    names: set[str] = set()
-    codes = [fn.__code__]
-    while codes:
-        code = codes.pop()
-        names.update(code.co_names)
-        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return hashlib.sha256(" ".join(sorted(names)).encode()).hexdigest()[:16]
-
-
-# What grpc's sync unary call does, as read for this module (grpcio 1.85): the call is
-# prepared, made and ended by these; a grpc that changed them is not stood in for.
+# What grpc's sync unary call does, as read for this module (grpcio 1.85.3): the functions
+# it stands in for and the ones whose behaviour it relies on, by their source
+# (``dubbok._fingerprint``). A grpc that changed any of them is not stood in for.
 _READ = {
-    "_UnaryUnaryMultiCallable._prepare": "b863e3d270c96c5a",
-    "_UnaryUnaryMultiCallable._blocking": "03c67237451a6c62",
-    "_UnaryUnaryMultiCallable.__call__": "cd67095b95ebbdba",
-    "_start_unary_request": "efb744dbd6e5ee94",
-    "_handle_event": "22062451066aa6cc",
-    "_end_unary_response_blocking": "4bcdfca50242a24b",
-    "_RPCState.__init__": "69d1c681a3535243",
-    "_InactiveRpcError.__init__": "60d7e95bc193c8b7",
-    "_determine_deadline": "a5f670cada11d88a",
-    "_InitialMetadataFlags.with_wait_for_ready": "c02a488c95bbc288",
+    "_channel._UnaryUnaryMultiCallable.__init__": "8118a3349fccbadd",
+    "_channel._UnaryUnaryMultiCallable._prepare": "de8f27d497929d02",
+    "_channel._UnaryUnaryMultiCallable._blocking": "2544e3e9fbe7fba4",
+    "_channel._UnaryUnaryMultiCallable.__call__": "4d22bcfb2ce62d49",
+    "_channel._start_unary_request": "fe6aa5d5a67487e2",
+    "_channel._handle_event": "c019cad95ec5a9f9",
+    "_channel._end_unary_response_blocking": "4c0fc9dec5e8037b",
+    "_channel._RPCState.__init__": "5b2e1be440e20f87",
+    "_channel._InactiveRpcError.__init__": "de85a785c9acb341",
+    "_channel._determine_deadline": "f8288c88fdb8600f",
+    "_channel._deadline": "69ae2d8cac4de3ea",
+    "_channel._abort": "07b78197a2110cf5",
+    "_channel._InitialMetadataFlags.with_wait_for_ready": "6e1bfa8bbf5b7ba5",
+    "_compression.augment_metadata": "f7535ff32e32ede0",
+    "_common.serialize": "defc13a08373ca7d",
+    "_common.deserialize": "e9289d82ebef45df",
+    "_common._transform": "6466529fbae7744a",
+    "_common.decode": "be53f998b38672a5",
+    "_observability.maybe_record_rpc_latency": "113aa96d2f2029fe",
 }
+
+# The functions a call would have gone through, as grpc defines them. An APM agent or a test
+# that replaces one on grpc's class or module (``wrapt``, ``mock.patch``) must see the call:
+# a multicallable is only called directly while they are these very functions.
+_STOOD_IN = (
+    "_channel._UnaryUnaryMultiCallable.__call__",
+    "_channel._UnaryUnaryMultiCallable._blocking",
+    "_channel._UnaryUnaryMultiCallable._prepare",
+    "_channel._start_unary_request",
+    "_channel._end_unary_response_blocking",
+    "_channel._handle_event",
+    "_channel._determine_deadline",
+    "_channel._deadline",
+    "_channel._abort",
+    "_compression.augment_metadata",
+    "_common.serialize",
+    "_common.deserialize",
+)
+
+
+def _defined(path: str) -> Any:
+    """What ``path`` is as defined: a class attribute from the class's own ``__dict__``."""
+    owner, _, name = path.rpartition(".")
+    return lookup(grpc, owner).__dict__[name]
+
 
 try:
     from grpc import _channel, _common, _observability
     from grpc._cython import cygrpc
 
-    def _read(path: str) -> Any:
-        target: Any = _channel
-        for part in path.split("."):
-            target = getattr(target, part)
-        return target
-
-    SUPPORTED = all(_fingerprint(_read(path)) == fp for path, fp in _READ.items()) and all(
-        hasattr(cygrpc, name)
-        for name in (
-            "SendInitialMetadataOperation",
-            "SendMessageOperation",
-            "SendCloseFromClientOperation",
-            "ReceiveInitialMetadataOperation",
-            "ReceiveMessageOperation",
-            "ReceiveStatusOnClientOperation",
-            "PropagationConstants",
+    _ORIGINALS = tuple(_defined(path) for path in _STOOD_IN)
+    _METHODS = _channel._UnaryUnaryMultiCallable.__dict__
+    _CALL = _METHODS["__call__"]
+    SUPPORTED = (
+        all(fingerprint(lookup(grpc, path)) == fp for path, fp in _READ.items())
+        # a function already wrapped (by an agent imported first) is not grpc's own
+        and all(
+            type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__") for fn in _ORIGINALS
+        )
+        and hasattr(_observability, "_OBSERVABILITY_PLUGIN")
+        and isinstance(_channel._UNARY_UNARY_INITIAL_DUE, tuple)
+        and all(
+            hasattr(cygrpc, name)
+            for name in (
+                "SendInitialMetadataOperation",
+                "SendMessageOperation",
+                "SendCloseFromClientOperation",
+                "ReceiveInitialMetadataOperation",
+                "ReceiveMessageOperation",
+                "ReceiveStatusOnClientOperation",
+                "PropagationConstants",
+            )
         )
     )
-except (ImportError, AttributeError):  # pragma: no cover - another grpcio
+except (ImportError, AttributeError, KeyError):  # pragma: no cover - another grpcio
     SUPPORTED = False
+
+
+def _unpatched() -> bool:
+    return all(_defined(path) is fn for path, fn in zip(_STOOD_IN, _ORIGINALS, strict=True))
 
 
 def eligible(multicallable: Any) -> bool:
     """Whether ``multicallable`` (of a sync channel) can be called as a :class:`DirectUnary`:
-    grpc's own, not one of a channel with client interceptors, which must run."""
-    return SUPPORTED and type(multicallable) is _channel._UnaryUnaryMultiCallable
+    grpc's own, not one of a channel with client interceptors, which must run, and while
+    none of the grpc functions a call goes through has been replaced."""
+    return SUPPORTED and type(multicallable) is _channel._UnaryUnaryMultiCallable and _unpatched()
 
 
 _OK = 0  # grpc_status_code GRPC_STATUS_OK
@@ -87,9 +122,10 @@ class DirectUnary:
     and errors. A failed call raises the very error grpc raises (``_InactiveRpcError``,
     built by grpc's own event handling).
 
-    Calls with compression, and every call while grpc's observability plugin is
-    installed, go through the multicallable. ``with_call`` and ``future`` are the
-    multicallable's own.
+    Calls with compression, every call while grpc's observability plugin is installed,
+    and every call while grpc's ``_UnaryUnaryMultiCallable.__call__`` is not grpc's own (an
+    APM agent or a test patched the class) go through the multicallable. ``with_call`` and
+    ``future`` are the multicallable's own.
     """
 
     __slots__ = (
@@ -101,8 +137,6 @@ class DirectUnary:
         "_multicallable",
         "_names",
         "_serializer",
-        "future",
-        "with_call",
     )
 
     def __init__(self, multicallable: Any) -> None:
@@ -118,8 +152,6 @@ class DirectUnary:
             _common.decode(multicallable._method),
             _common.decode(multicallable._target),
         )
-        self.with_call = multicallable.with_call
-        self.future = multicallable.future
 
     def __call__(
         self,
@@ -130,7 +162,13 @@ class DirectUnary:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        if compression is not None or _observability._OBSERVABILITY_PLUGIN is not None:
+        # grpc starts the deadline's clock before it serializes the request
+        deadline = None if timeout is None else time.time() + timeout
+        if (
+            compression is not None
+            or _observability._OBSERVABILITY_PLUGIN is not None
+            or _METHODS["__call__"] is not _CALL
+        ):
             return self._multicallable(
                 request,
                 timeout=timeout,
@@ -153,7 +191,8 @@ class DirectUnary:
             else _channel._InitialMetadataFlags().with_wait_for_ready(wait_for_ready)
         )
         operations = (
-            cygrpc.SendInitialMetadataOperation(metadata, flags),
+            # as grpc: the metadata, read once (it may be an iterator), for the operation
+            cygrpc.SendInitialMetadataOperation(tuple(metadata) if metadata else None, flags),
             cygrpc.SendMessageOperation(serialized, _NO_FLAGS),
             cygrpc.SendCloseFromClientOperation(_NO_FLAGS),
             cygrpc.ReceiveInitialMetadataOperation(_NO_FLAGS),
@@ -164,7 +203,7 @@ class DirectUnary:
             cygrpc.PropagationConstants.GRPC_PROPAGATE_DEFAULTS,
             self._method,
             None,
-            _channel._determine_deadline(None if timeout is None else time.time() + timeout),
+            _channel._determine_deadline(deadline),
             metadata,
             None if credentials is None else credentials._credentials,
             ((operations, None),),
@@ -185,12 +224,17 @@ class DirectUnary:
             # grpc's abort for a reply that does not deserialize (logged just above)
             state = _channel._RPCState((), None, None, None, None)
             state.initial_metadata = operations[3].initial_metadata()
+            _channel._abort(state, grpc.StatusCode.INTERNAL, "Exception deserializing response!")
             state.trailing_metadata = operations[5].trailing_metadata()
-            state.code = grpc.StatusCode.INTERNAL
-            state.details = "Exception deserializing response!"
             raise _channel._InactiveRpcError(state)
         state = _channel._RPCState(_channel._UNARY_UNARY_INITIAL_DUE, None, None, None, None)
         state.method, state.target = self._names
         state.rpc_start_time = time.perf_counter()
         _channel._handle_event(event, state, self._deserializer)
         raise _channel._InactiveRpcError(state)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._multicallable.with_call(*args, **kwargs)
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        return self._multicallable.future(*args, **kwargs)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import grpc
 import pytest
+from grpc import _channel
 
 from dubbok.stub import read_stub
 from dubbok.testing import EchoServicer
@@ -232,3 +235,73 @@ def test_a_channel_closed_under_a_call_cancels_it_and_refuses_the_next() -> None
             assert held.cancelled.wait(10)  # the server heard of it
             with pytest.raises(ValueError):
                 call(echo_pb2.EchoRequest(), timeout=5)
+
+
+def test_metadata_given_as_an_iterator_is_sent() -> None:
+    with _server(EchoServicer("a")) as address, grpc.insecure_channel(address) as channel:
+        plain, direct = _both(channel)
+        request = echo_pb2.EchoRequest(text="g")
+        for call in (plain, direct):
+            reply = call(request, timeout=5, metadata=(kv for kv in [("x-gen", "1")]))
+            assert reply.metadata["x-gen"] == "1"
+            reply = call(request, timeout=5, metadata=iter([("x-it", "2")]))
+            assert reply.metadata["x-it"] == "2"
+            assert call(request, timeout=5, metadata=[]).text == "g"
+
+
+def test_the_deadline_runs_from_the_call_not_from_the_serialized_request() -> None:
+    def slow(request: Any) -> bytes:
+        time.sleep(0.3)  # the serializer's own work, not a wait
+        return bytes(request.SerializeToString())
+
+    with _server(EchoServicer("a")) as address, grpc.insecure_channel(address) as channel:
+        raw = channel.unary_unary(
+            ECHO.path,
+            request_serializer=slow,
+            response_deserializer=echo_pb2.EchoReply.FromString,
+            _registered_method=True,
+        )
+        request = echo_pb2.EchoRequest(text="d")
+        a = _error(raw, request, timeout=0.2)
+        b = _error(DirectUnary(raw), request, timeout=0.2)
+        assert b.code() is a.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_patched_grpc_call_is_honoured() -> None:
+    # APM agents (wrapt) and test suites (mock.patch) replace grpc's class's __call__; a
+    # multicallable made directly before the patch must go through the patched one.
+    with _server(EchoServicer("a")) as address, grpc.insecure_channel(address) as channel:
+        _, direct = _both(channel)
+        request = echo_pb2.EchoRequest(text="p")
+        target = "grpc._channel._UnaryUnaryMultiCallable.__call__"
+        with mock.patch(target, autospec=True, return_value="patched") as patched:
+            assert direct(request, timeout=5) == "patched"
+            assert patched.call_count == 1
+            # and one made while it is patched is not made direct at all
+            assert not _direct.eligible(channel.unary_unary(ECHO.path))
+        assert direct(request, timeout=5).text == "p"
+        # a patch of a function deeper in grpc's call path: new multicallables go through it
+        wrapped = _channel._end_unary_response_blocking
+        seen: list[str] = []
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            seen.append("end")
+            return wrapped(*args, **kwargs)
+
+        with mock.patch.object(_channel, "_end_unary_response_blocking", spy):
+            mc = SyncConnection(address, channel).multicallable(ECHO)
+            assert not isinstance(mc, DirectUnary)
+            assert mc(request, timeout=5).text == "p"
+        assert seen == ["end"]
+        assert _direct.eligible(channel.unary_unary(ECHO.path))
+
+
+def test_with_call_and_future_follow_a_patched_class() -> None:
+    with _server(EchoServicer("a")) as address, grpc.insecure_channel(address) as channel:
+        _, direct = _both(channel)
+        request = echo_pb2.EchoRequest(text="w")
+        target = "grpc._channel._UnaryUnaryMultiCallable.with_call"
+        with mock.patch(target, autospec=True, return_value=("r", None)) as patched:
+            assert direct.with_call(request, timeout=5) == ("r", None)
+        assert patched.call_count == 1
+        assert direct.future(request, timeout=5).result(5).text == "w"
