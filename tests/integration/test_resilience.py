@@ -324,42 +324,74 @@ def test_consumer_bulkhead_refuses_beyond_its_size() -> None:
         assert echo.Echo(req(text="after")).text == "after"
 
 
+class _Together(EchoServicer):
+    """Holds each ``together`` call until all of them are in its handlers at once: they
+    fail (BrokenBarrierError, then the caller's deadline) unless they arrive concurrently."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__("p")
+        self.barrier = threading.Barrier(parties)
+
+    def Echo(self, request: Any, context: Any) -> Any:
+        if request.text == "together":
+            self.barrier.wait(10)
+        return super().Echo(request, context)
+
+
+class _AsyncTogether(AsyncEchoServicer):
+    def __init__(self, parties: int) -> None:
+        super().__init__("p")
+        self.parties = parties
+        self.arrived = 0
+        self.all_in: asyncio.Event | None = None
+
+    async def Echo(self, request: Any, context: Any) -> Any:
+        if request.text == "together":
+            if self.all_in is None:
+                self.all_in = asyncio.Event()
+            self.arrived += 1
+            if self.arrived == self.parties:
+                self.all_in.set()
+            await asyncio.wait_for(self.all_in.wait(), 10)
+        return await super().Echo(request, context)
+
+
 def test_hundred_concurrent_calls_through_one_closed_breaker_are_not_serialized() -> None:
-    """pybreaker's own call() would serialize these (2 s for ten); ours must not."""
+    """pybreaker's own call() would serialize these; ours must not. Every call is held by the
+    provider until all hundred are in flight at once."""
     with (
-        serve_provider(EchoServicer("p"), max_workers=128) as provider,
+        serve_provider(_Together(100), max_workers=128) as provider,
         dubbok.App("c") as app,
     ):
         echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url, timeout=5.0)
         echo.Echo(req())  # connect first
-        barrier = threading.Barrier(101)
+        replies: list[str] = []
+        errors: list[BaseException] = []
 
         def call() -> None:
-            barrier.wait(10)
-            echo.Echo(req(delay=0.2))
+            try:
+                replies.append(echo.Echo(req(text="together")).text)
+            except BaseException as exc:  # recorded for the test
+                errors.append(exc)
 
         threads = [threading.Thread(target=call) for _ in range(100)]
         for t in threads:
             t.start()
-        barrier.wait(10)
-        started = time.monotonic()
         for t in threads:
-            t.join(10)
-        elapsed = time.monotonic() - started
-    assert elapsed < 0.4, elapsed
+            t.join(15)
+    assert not errors, errors[:3]
+    assert replies == ["together"] * 100
 
 
 def test_hundred_concurrent_async_calls_through_one_closed_breaker() -> None:
-    async def main() -> float:
+    async def main() -> list[str]:
         async with (
-            serve_provider_async(AsyncEchoServicer("p")) as provider,
+            serve_provider_async(_AsyncTogether(100)) as provider,
             dubbok.aio.App("c") as app,
         ):
             echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url, timeout=5.0)
             await echo.Echo(req())
-            started = time.monotonic()
-            await asyncio.gather(*(echo.Echo(req(delay=0.2)) for _ in range(100)))
-            return time.monotonic() - started
+            replies = await asyncio.gather(*(echo.Echo(req(text="together")) for _ in range(100)))
+            return [reply.text for reply in replies]
 
-    elapsed = asyncio.run(main())
-    assert elapsed < 0.4, elapsed
+    assert asyncio.run(main()) == ["together"] * 100
