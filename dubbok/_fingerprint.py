@@ -6,7 +6,9 @@ path was written. :func:`fingerprint` is a hash of the function's source with bl
 comments and indentation left out: a grpc release that changes what the function does
 (a condition, a constant, a message) changes it; one that only reformats it does not. A
 function whose source cannot be read (a grpc installed without its ``.py`` files) has no
-fingerprint, and the path it guards is not taken.
+fingerprint, and the path it guards is not taken; so has one whose source cannot be
+parsed (a file changed on disk since the import). :func:`fingerprint` never raises: it runs
+at import time, and a grpc it cannot read must not keep dubbok from importing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def fingerprint(fn: Any) -> str | None:
     """The fingerprint of ``fn``'s source, or ``None`` when it has none to read."""
     try:
         lines, _ = inspect.getsourcelines(fn)
-    except (OSError, TypeError):
+    except Exception:  # OSError, TypeError, tokenize.TokenError, ValueError (unwrap)
         return None
     kept = []
     for line in lines:

@@ -54,6 +54,7 @@ _STOOD_IN = (
     "_compression.augment_metadata",
     "_common.serialize",
     "_common.deserialize",
+    "_observability.maybe_record_rpc_latency",
 )
 
 
@@ -69,7 +70,15 @@ try:
 
     _ORIGINALS = tuple(_defined(path) for path in _STOOD_IN)
     _METHODS = _channel._UnaryUnaryMultiCallable.__dict__
-    _CALL = _METHODS["__call__"]
+    # The class's methods, checked on every call (a dict lookup and an identity test
+    # each): a patch of the class reaches multicallables that already exist, so it must
+    # reach direct calls made from them too. A patch of a module function (say
+    # ``_channel._start_unary_request``) is checked by :func:`eligible` only, when a
+    # multicallable is wrapped: calls made directly before it go on being direct.
+    _OWN_METHODS = tuple(_METHODS[name] for name in ("__call__", "_blocking", "_prepare"))
+    # If dubbok is imported while one of them is already replaced (an agent loaded first,
+    # a test's ``mock.patch`` active), the check below fails and no call is direct for the
+    # life of the process: grpc's own function cannot be told from the replacement then.
     SUPPORTED = (
         all(fingerprint(lookup(grpc, path)) == fp for path, fp in _READ.items())
         # a function already wrapped (by an agent imported first) is not grpc's own
@@ -91,8 +100,17 @@ try:
             )
         )
     )
-except (ImportError, AttributeError, KeyError):  # pragma: no cover - another grpcio
+except Exception:  # pragma: no cover - another grpcio, whatever it lacks
     SUPPORTED = False
+
+
+def _class_patched() -> bool:
+    call, blocking, prepare = _OWN_METHODS
+    return (
+        _METHODS["__call__"] is not call
+        or _METHODS["_blocking"] is not blocking
+        or _METHODS["_prepare"] is not prepare
+    )
 
 
 def _unpatched() -> bool:
@@ -123,8 +141,9 @@ class DirectUnary:
     built by grpc's own event handling).
 
     Calls with compression, every call while grpc's observability plugin is installed,
-    and every call while grpc's ``_UnaryUnaryMultiCallable.__call__`` is not grpc's own (an
-    APM agent or a test patched the class) go through the multicallable. ``with_call`` and
+    and every call while grpc's ``_UnaryUnaryMultiCallable.__call__``, ``_blocking`` or
+    ``_prepare`` is not grpc's own (an APM agent or a test patched the class) go through the
+    multicallable. ``with_call`` and
     ``future`` are the multicallable's own.
     """
 
@@ -167,7 +186,7 @@ class DirectUnary:
         if (
             compression is not None
             or _observability._OBSERVABILITY_PLUGIN is not None
-            or _METHODS["__call__"] is not _CALL
+            or _class_patched()
         ):
             return self._multicallable(
                 request,
@@ -179,6 +198,9 @@ class DirectUnary:
             )
         serializer = self._serializer
         serialized = request if serializer is None else _common.serialize(request, serializer)
+        # as grpc: the metadata, read once (it may be an iterator), after serializing and
+        # whether or not that worked
+        initial = tuple(metadata) if metadata else None
         if serialized is None:  # grpc's own error for a request that does not serialize
             raise _channel._InactiveRpcError(
                 _channel._RPCState(
@@ -191,8 +213,7 @@ class DirectUnary:
             else _channel._InitialMetadataFlags().with_wait_for_ready(wait_for_ready)
         )
         operations = (
-            # as grpc: the metadata, read once (it may be an iterator), for the operation
-            cygrpc.SendInitialMetadataOperation(tuple(metadata) if metadata else None, flags),
+            cygrpc.SendInitialMetadataOperation(initial, flags),
             cygrpc.SendMessageOperation(serialized, _NO_FLAGS),
             cygrpc.SendCloseFromClientOperation(_NO_FLAGS),
             cygrpc.ReceiveInitialMetadataOperation(_NO_FLAGS),

@@ -325,8 +325,9 @@ def test_consumer_bulkhead_refuses_beyond_its_size() -> None:
 
 
 class _Together(EchoServicer):
-    """Holds each ``together`` call until all of them are in its handlers at once: they
-    fail (BrokenBarrierError, then the caller's deadline) unless they arrive concurrently."""
+    """Holds each ``together`` call until all of them are in its handlers at once: unless
+    they arrive concurrently they fail (BrokenBarrierError after 4 s, within the callers'
+    5 s deadline, so a failing run leaves no handler waiting)."""
 
     def __init__(self, parties: int) -> None:
         super().__init__("p")
@@ -334,7 +335,7 @@ class _Together(EchoServicer):
 
     def Echo(self, request: Any, context: Any) -> Any:
         if request.text == "together":
-            self.barrier.wait(10)
+            self.barrier.wait(4)
         return super().Echo(request, context)
 
 
@@ -352,7 +353,7 @@ class _AsyncTogether(AsyncEchoServicer):
             self.arrived += 1
             if self.arrived == self.parties:
                 self.all_in.set()
-            await asyncio.wait_for(self.all_in.wait(), 10)
+            await asyncio.wait_for(self.all_in.wait(), 4)  # within the callers' 5 s
         return await super().Echo(request, context)
 
 

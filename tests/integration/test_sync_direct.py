@@ -305,3 +305,27 @@ def test_with_call_and_future_follow_a_patched_class() -> None:
             assert direct.with_call(request, timeout=5) == ("r", None)
         assert patched.call_count == 1
         assert direct.future(request, timeout=5).result(5).text == "w"
+
+
+def test_an_agent_wrapping_blocking_with_wrapt_sees_direct_calls() -> None:
+    # New Relic / Instana style: wrapt replaces a method of grpc's class in place.
+    wrapt = pytest.importorskip("wrapt")
+    cls = _channel._UnaryUnaryMultiCallable
+    with _server(EchoServicer("a")) as address, grpc.insecure_channel(address) as channel:
+        _, direct = _both(channel)
+        request = echo_pb2.EchoRequest(text="b")
+        seen: list[str] = []
+
+        def spy(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            seen.append(instance._method.decode())
+            return wrapped(*args, **kwargs)
+
+        original = cls.__dict__["_blocking"]
+        wrapt.wrap_function_wrapper(cls, "_blocking", spy)
+        try:
+            assert direct(request, timeout=5).text == "b"
+        finally:
+            cls._blocking = original
+        assert seen == [ECHO.path]
+        assert direct(request, timeout=5).text == "b"
+        assert seen == [ECHO.path]  # unwrapped: direct again, the spy no longer sees it

@@ -53,3 +53,16 @@ def test_lookup() -> None:
     assert lookup(grpc, "StatusCode.OK") is grpc.StatusCode.OK
     with pytest.raises(AttributeError):
         lookup(grpc, "StatusCode.NO_SUCH_CODE")
+
+
+def test_source_that_cannot_be_read_gives_none_never_an_error(tmp_path: Path) -> None:
+    f = _load(tmp_path, "fp_d", "def f(x):\n    return x\n")
+    assert fingerprint(f) is not None
+    # the file changed on disk since the import, and no longer tokenizes
+    (tmp_path / "fp_d.py").write_text("def f(x):\n    return (x,\n")
+    assert fingerprint(f) is None
+
+    def g() -> None: ...
+
+    g.__wrapped__ = g  # type: ignore[attr-defined]  # a wrapper loop: unwrap raises
+    assert fingerprint(g) is None
