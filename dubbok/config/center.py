@@ -25,6 +25,9 @@ Failures:
 * the watch breaks (etcd restarted, compaction, network): every scope is listed again, the
   difference applied, and the watch re-created after the listings (backoff 0.2 s … 5 s
   while etcd is unreachable);
+* etcd comes back with an older history (restored from a backup, wiped, or a single member
+  that lost its last writes in a crash): the center says so and takes what etcd holds now
+  as the truth, listing every scope again;
 * etcd unreachable at start: the center starts from the snapshot file (``snapshot_dir``)
   and says so, or from the code defaults when there is none, and keeps trying.
 """
@@ -68,6 +71,7 @@ RulesListener = Callable[[EffectiveRules], None]
 
 _MIN_BACKOFF = 0.2
 _MAX_BACKOFF = 5.0
+_LISTING_PASSES = 3  # listings of every scope, while etcd's history keeps going back
 
 
 class Subscription:
@@ -175,6 +179,7 @@ class ConfigCenter:
         self._live = False
         self._failures = 0
         self._next_retry = 0.0
+        self._went_back = False  # a listing found an older etcd history
         self._tracked: set[str] = set()
 
         # Published by the config thread, read by anyone.
@@ -375,7 +380,12 @@ class ConfigCenter:
     def _run(self) -> None:
         while True:
             if not self._live and time.monotonic() >= self._next_retry:
-                delay = self._connect()
+                try:
+                    delay = self._connect()
+                except Exception:  # a bug here must not end config updates for the process
+                    _log.exception("config center: unexpected failure while listing; retrying")
+                    self._lost()
+                    delay = _MAX_BACKOFF
                 if delay is not None:
                     self._next_retry = time.monotonic() + delay
             timeout = None if self._live else max(0.0, self._next_retry - time.monotonic())
@@ -410,8 +420,17 @@ class ConfigCenter:
         self._cancel_watch()
         try:
             changed: set[str] = set()
-            for prefix in self._view.scopes:
-                changed |= self._list(prefix)
+            for _ in range(_LISTING_PASSES):
+                self._went_back = False
+                for prefix in self._view.scopes:
+                    changed |= self._list(prefix)
+                if not self._went_back:
+                    break
+            else:
+                raise EtcdError(
+                    f"etcd at {self._client.endpoints} went back to an older history "
+                    f"{_LISTING_PASSES} times while the config center listed it"
+                )
             self._generation += 1
             generation = self._generation
             self._watch = self._client.watch_prefix(
@@ -482,9 +501,22 @@ class ConfigCenter:
 
     def _list(self, prefix: str) -> set[str]:
         kvs, revision = self._client.get_prefix(prefix)
-        changed = self._view.apply_listing(
-            prefix, ((kv.key, kv.value, kv.mod_revision) for kv in kvs), revision
-        )
+        items = [(kv.key, kv.value, kv.mod_revision) for kv in kvs]
+        if revision < self._revision or self._view.went_back(prefix, items, revision):
+            _log.warning(
+                "config center: etcd at %s holds an older history than before (%s listed at "
+                "revision %d; revision %d was seen): its data was restored from a backup, "
+                "wiped, or lost its last writes in a crash. Taking what it holds now as the "
+                "configuration and listing every scope again",
+                self._client.endpoints,
+                prefix,
+                revision,
+                self._revision,
+            )
+            self._view.forget_revisions()
+            self._revision = 0
+            self._went_back = True
+        changed = self._view.apply_listing(prefix, items, revision)
         self._revision = max(self._revision, revision)
         # Keys known only from the snapshot: the listing now says whether they still exist.
         for key in [k for k in self._seeds if k.startswith(prefix)]:
@@ -511,11 +543,15 @@ class ConfigCenter:
         prefix = self.layout.scope_prefix(Scope.SERVICE, service)
         self._tracked.add(service)
         if self._view.add_scope(prefix) and self._live:
+            self._went_back = False
             try:
                 self._process(self._list(prefix))
             except EtcdError as exc:
                 _log.info("config center: cannot list %s (%s); reconnecting", prefix, exc.message)
                 self._lost()
+            else:
+                if self._went_back:  # the other scopes, and the watch, are of the old history
+                    self._lost()
         elif not self._live:
             self._process({k for k in self._seeds if k.startswith(prefix)}, seeds=True)
         self._recompute(service)

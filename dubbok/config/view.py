@@ -9,6 +9,14 @@ checked against two revisions before it is applied:
 * the revision its scope was listed at: an event at or below it is already in the listing;
 * the last revision seen for its key: an older event never overwrites a newer value.
 
+Those checks hold within one etcd history, where revisions only grow. A listing that
+contradicts what was seen (read at a revision below one already seen under its scope, or
+giving a key an older revision than seen) means etcd holds another history now: its data
+was restored from a backup, wiped, or lost the last writes in a crash of a single member
+(etcd before 3.5.5 acknowledges a single member's write before it is in its log).
+:meth:`ConfigView.went_back` tells, :meth:`ConfigView.forget_revisions` starts over from
+the listings, keeping the values so that what differs is still reported.
+
 :class:`ConfigView` is pure and owned by one thread (the config center's).
 """
 
@@ -60,6 +68,26 @@ class ConfigView:
             if key.startswith(prefix):
                 return prefix
         return None
+
+    def went_back(
+        self, prefix: str, items: Iterable[tuple[str, bytes, int]], revision: int
+    ) -> bool:
+        """Whether a listing of ``prefix`` read at ``revision`` comes from an older etcd
+        history than the one seen so far (see the module's docstring). Sound when every
+        event applied was received before the listing was asked for, as on the config
+        center's one thread."""
+        if revision < self._listed.get(prefix, 0):
+            return True
+        if any(mod_revision < self._seen.get(key, 0) for key, _, mod_revision in items):
+            return True
+        return any(seen > revision for key, seen in self._seen.items() if key.startswith(prefix))
+
+    def forget_revisions(self) -> None:
+        """Start over in a new etcd history: no scope is listed, no revision seen; values
+        stay until listings replace them. Every scope must be listed again."""
+        self._seen.clear()
+        for prefix in self._listed:
+            self._listed[prefix] = 0
 
     def apply_listing(
         self, prefix: str, items: Iterable[tuple[str, bytes, int]], revision: int

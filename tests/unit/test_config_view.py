@@ -55,3 +55,28 @@ def test_an_unchanged_value_is_not_a_change() -> None:
     assert not view.apply_event(G + "a", b"1", 11)
     assert view.get(G + "a") == Raw(b"1", 11)
     assert view.apply_listing(G, [(G + "a", b"1", 11)], 30) == set()
+
+
+def test_a_listing_from_an_older_history_is_told_and_taken_as_the_truth() -> None:
+    view = ConfigView()
+    view.apply_listing(G, [(G + "a", b"1", 5), (G + "b", b"1", 6)], 10)
+    view.apply_listing(S, [], 10)
+    assert view.apply_event(G + "a", b"2", 14)
+    # the same history, later: nothing went back
+    assert not view.went_back(G, [(G + "a", b"2", 14), (G + "b", b"1", 6)], 20)
+    # etcd restored from a backup taken at revision 12: listed below what was seen
+    restored = [(G + "a", b"1", 5), (G + "b", b"1", 6)]
+    assert view.went_back(G, restored, 12)
+    # a lost write, then more writes: the listing is newer, but a key is older than seen
+    assert view.went_back(G, [(G + "a", b"3", 13), (G + "b", b"1", 6)], 40)
+    # a key seen later than the listing, and gone from it
+    assert view.went_back(G, [(G + "b", b"1", 6)], 13)
+    # a listing below the scope's own earlier listing
+    assert view.went_back(S, [], 9)
+
+    view.forget_revisions()
+    assert view.apply_listing(G, [(G + "a", b"3", 13)], 13) == {G + "a", G + "b"}
+    assert view.apply_listing(S, [], 13) == set()
+    assert view.get(G + "a") == Raw(b"3", 13) and view.get(G + "b") is None
+    assert view.watch_from() == 14
+    assert view.apply_event(G + "a", b"4", 14)  # the new history's events apply
