@@ -75,7 +75,7 @@ try:
     # reach direct calls made from them too. A patch of a module function (say
     # ``_channel._start_unary_request``) is checked by :func:`eligible` only, when a
     # multicallable is wrapped: calls made directly before it go on being direct.
-    _OWN_METHODS = tuple(_METHODS[name] for name in ("__call__", "_blocking", "_prepare"))
+    _CALL, _BLOCKING, _PREPARE = (_METHODS[n] for n in ("__call__", "_blocking", "_prepare"))
     # If dubbok is imported while one of them is already replaced (an agent loaded first,
     # a test's ``mock.patch`` active), the check below fails and no call is direct for the
     # life of the process: grpc's own function cannot be told from the replacement then.
@@ -102,15 +102,6 @@ try:
     )
 except Exception:  # pragma: no cover - another grpcio, whatever it lacks
     SUPPORTED = False
-
-
-def _class_patched() -> bool:
-    call, blocking, prepare = _OWN_METHODS
-    return (
-        _METHODS["__call__"] is not call
-        or _METHODS["_blocking"] is not blocking
-        or _METHODS["_prepare"] is not prepare
-    )
 
 
 def _unpatched() -> bool:
@@ -186,7 +177,9 @@ class DirectUnary:
         if (
             compression is not None
             or _observability._OBSERVABILITY_PLUGIN is not None
-            or _class_patched()
+            or _METHODS["__call__"] is not _CALL
+            or _METHODS["_blocking"] is not _BLOCKING
+            or _METHODS["_prepare"] is not _PREPARE
         ):
             return self._multicallable(
                 request,
