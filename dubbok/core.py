@@ -480,11 +480,32 @@ class CallPlan:
         """
         md = metadata if len(self.tried) == 1 or not retry_header else self.metadata(metadata or ())
         if obs is not None:
+            if len(self.tried) == 1:
+                self.announce_route(obs)
             md = obs.attempt(endpoint, len(self.tried), md or ())
         balancer = self.route.balancer
         if balancer.tracks_load:
             balancer.started(endpoint)
         return md, self._clock()
+
+    def announce_route(self, obs: CallObservation) -> None:
+        """A ``routed`` event when the call's own routing (condition rules, tag lanes, a
+        function router) narrowed its candidates; before the first attempt."""
+        plan = self.route.plan
+        if plan is None or self.candidates >= plan.routable:
+            return
+        decisions = plan.decisions(self.invocation)
+        obs.event(
+            "routed",
+            {
+                "dubbok.route.routers": tuple(name for name, _ in decisions),
+                "dubbok.route.rule": "; ".join(
+                    f"{name}: {why}" if why else name for name, why in decisions
+                ),
+                "dubbok.route.candidates": self.candidates,
+                "dubbok.route.endpoints": plan.routable,
+            },
+        )
 
     def attempt_failed(
         self,

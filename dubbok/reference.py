@@ -345,6 +345,7 @@ class Reference:
         observer = self._observer
         obs = observer.call(plan.invocation, *self._names) if observer is not None else None
         if obs is not None:
+            plan.announce_route(obs)
             md = obs.attempt(endpoint, 1, md or ())
         conn.active += 1
         try:

@@ -118,6 +118,9 @@ class RouteStep(Protocol):
         on that error path, so it may be slow."""
         ...
 
+    # Optional: ``decided(invocation, mask) -> str``, what made ``select`` narrow ``mask``
+    # (a rule's label, the call's tag), for the ``routed`` span event of observed calls.
+
 
 @runtime_checkable
 class SnapshotRouter(Router, Protocol):

@@ -110,6 +110,7 @@ class RoutePlan:
         "_steps",
         "_unrouted",
         "endpoints",
+        "routable",
     )
 
     def __init__(
@@ -140,6 +141,8 @@ class RoutePlan:
                     self._failure = (router.name, step.explain(None, mask), mask.bit_count())
                 mask = kept
         self._base = mask
+        self.routable = mask.bit_count()
+        """The endpoints a call's own routing starts from (after the fixed filters)."""
         self._steps = tuple(steps)
         if self._failure is None:
             # The subset most calls get (no tag, no rule matched) is built here, on the
@@ -166,6 +169,20 @@ class RoutePlan:
             mask = out
         found = self._cache.get(mask)
         return found if found is not None else self._admit(mask)
+
+    def decisions(self, invocation: Invocation) -> tuple[tuple[str, str], ...]:
+        """The routers that narrowed ``invocation``'s candidates, each with what decided
+        (a step's optional ``decided``: the rule's label, the call's tag; ``""`` if none).
+        Runs the per-call steps again: for span events, not for every call."""
+        out: list[tuple[str, str]] = []
+        mask = self._base
+        for name, step in self._steps:
+            narrowed = step.select(invocation, mask)
+            if narrowed != mask:
+                decided = getattr(step, "decided", None)
+                out.append((name, decided(invocation, mask) if decided is not None else ""))
+            mask = narrowed
+        return tuple(out)
 
     def route(self, invocation: Invocation) -> tuple[Endpoint, ...]:
         """The endpoints left for ``invocation`` (see :meth:`select`)."""

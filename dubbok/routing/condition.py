@@ -300,6 +300,10 @@ class _ConditionStep:
         _, rule = self._decide(invocation, mask)
         return "" if rule is None else rule.label
 
+    def decided(self, invocation: Invocation, mask: int) -> str:
+        _, rule = self._decide(invocation, mask)
+        return "" if rule is None else rule.label
+
 
 class ConditionRouter:
     """Applies :class:`ConditionRule`\\ s in order (see the module docstring). ``app`` is this

@@ -144,6 +144,14 @@ class _TagStep:
             return lane
         return mask & self._untagged
 
+    def decided(self, invocation: Invocation, mask: int) -> str:
+        tag = request_tag(invocation, self._header)
+        if tag is None or not tag.value:
+            return "untagged call: the untagged endpoints"
+        if mask & self._by_tag.get(tag.value, 0) or self._force or tag.force:
+            return f"call tagged {tag.value!r}: its lane"
+        return f"call tagged {tag.value!r}: no endpoint in that lane, the untagged ones"
+
     def explain(self, invocation: Invocation | None, mask: int) -> str:
         tag = None if invocation is None else request_tag(invocation, self._header)
         lanes = sorted({ep.tags.get(self._key, "") for ep in members(self._endpoints, mask)})

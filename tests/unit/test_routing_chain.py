@@ -171,3 +171,21 @@ def test_a_condition_router_with_no_rule_for_this_app_costs_nothing_per_call() -
     plan = RoutePlan([ConditionRouter([other], app="web")], FLEET, builds)
     assert plan.select(call()) is plan.select(call("canary", method="Put"))
     assert builds.built == [tuple(FLEET)]
+
+
+def test_decisions_name_the_routers_that_narrowed_a_call_and_why() -> None:
+    def only_even(endpoints: Sequence[Endpoint], invocation: Invocation) -> list[Endpoint]:
+        return [ep for ep in endpoints if int(ep.host.rsplit(".", 1)[1]) % 2 == 0]
+
+    plan = RoutePlan(
+        [VersionRouter("1.*"), TagRouter(), FunctionRouter("even", only_even)], FLEET, _builder
+    )
+    assert plan.routable == 3  # the version filter applies to every call: not a decision
+    tagged = RoutePlan([VersionRouter("1.*"), TagRouter()], FLEET, _builder)
+    assert tagged.decisions(call("canary")) == (("tag", "call tagged 'canary': its lane"),)
+    # untagged: the tag router keeps the untagged ones, the function router the even one
+    assert plan.decisions(call()) == (
+        ("tag", "untagged call: the untagged endpoints"),
+        ("even", ""),
+    )
+    assert len(plan.select(call()).endpoints) == 1
