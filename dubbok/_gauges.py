@@ -13,7 +13,7 @@ from typing import Any
 
 from .breaker import BreakerState
 
-__all__ = ["MetricsBreakerListener", "directory_size"]
+__all__ = ["MetricsBreakerListener", "directory_size", "watch_gone", "watch_health"]
 
 _STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 
@@ -58,3 +58,20 @@ def directory_size(service: str, size: int) -> None:
     metrics = _metrics()
     if metrics is not None:
         metrics.gauge_values(metrics.DIRECTORY_SIZE).set(float(size), {"rpc.service": service})
+
+
+def watch_health(watch: str, healthy: bool) -> None:
+    """A registry or config watch went live (``True``) or was lost → ``dubbok.watch.healthy``
+    (1 or 0) for the series ``dubbok.watch=<watch>``."""
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.gauge_values(metrics.WATCH_HEALTHY).set(
+            1.0 if healthy else 0.0, {"dubbok.watch": watch}
+        )
+
+
+def watch_gone(watch: str) -> None:
+    """A watch was closed: its series is no longer reported."""
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.gauge_values(metrics.WATCH_HEALTHY).remove({"dubbok.watch": watch})

@@ -480,9 +480,21 @@ class CallPlan:
         """
         md = metadata if len(self.tried) == 1 or not retry_header else self.metadata(metadata or ())
         if obs is not None:
-            if len(self.tried) == 1:
+            number = len(self.tried)
+            if number == 1:
                 self.announce_route(obs)
-            md = obs.attempt(endpoint, len(self.tried), md or ())
+            elif not self.policy.cluster.fanout:
+                # a retry goes to an endpoint not tried yet: the call fails over to it
+                obs.event(
+                    "failover",
+                    {
+                        "dubbok.attempt": number,
+                        "server.address": endpoint.host,
+                        "server.port": endpoint.port,
+                        "dubbok.failed_endpoint": self.tried[-2],
+                    },
+                )
+            md = obs.attempt(endpoint, number, md or ())
         balancer = self.route.balancer
         if balancer.tracks_load:
             balancer.started(endpoint)
@@ -643,6 +655,8 @@ def _verdict_of(error: BaseException | None) -> Verdict:
 
 
 def _brief(error: BaseException) -> str:
+    if isinstance(error, CircuitOpenError):
+        return f"{error.code.name} (circuit open)"
     if isinstance(error, RpcError):
         return f"{error.code.name}"
     return type(error).__name__

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Action", "FanOut"]
 
+# The span event (and counter) of each concurrent attempt after the first, by cluster kind.
+_EVENTS = {"hedging": "hedge", "forking": "forking", "broadcast": "broadcast"}
+
 
 class Action(enum.Enum):
     WAIT = "wait"
@@ -136,7 +139,8 @@ class FanOut:
         )
         if obs is not None and len(self.plan.tried) > 1:
             obs.event(
-                self.kind, {"dubbok.attempt": len(self.plan.tried), "server.address": endpoint.host}
+                _EVENTS[self.kind],
+                {"dubbok.attempt": len(self.plan.tried), "server.address": endpoint.host},
             )
         return md, started
 

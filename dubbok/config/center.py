@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from .._gauges import watch_gone, watch_health
 from ..errors import ConfigurationError
 from ..registry._client import EtcdClient, EtcdError, WatchBatch, WatchHandle
 from ..registry.etcd import connection_settings
@@ -180,6 +181,8 @@ class ConfigCenter:
         self._failures = 0
         self._next_retry = 0.0
         self._went_back = False  # a listing found an older etcd history
+        # the series of the dubbok.watch.healthy gauge this center reports
+        self._gauge_name = f"config:{self.layout.namespace}/{self.app}"
         self._tracked: set[str] = set()
 
         # Published by the config thread, read by anyone.
@@ -227,6 +230,7 @@ class ConfigCenter:
             self._cancel_watch()
         if self._own_client:
             self._client.close()
+        watch_gone(self._gauge_name)
         self._state = "stopped"
 
     def __enter__(self) -> ConfigCenter:
@@ -410,6 +414,7 @@ class ConfigCenter:
         """The watch is gone: list again at once (then with backoff while that fails)."""
         self._cancel_watch()
         self._live = False
+        watch_health(self._gauge_name, False)
         self._failures = 0
         self._next_retry = 0.0
         if self._state == "live":
@@ -449,6 +454,7 @@ class ConfigCenter:
             )
         self._live = True
         self._failures = 0
+        watch_health(self._gauge_name, True)
         self._process(changed)
         self._state = "live"
         self._started.set()
@@ -456,6 +462,7 @@ class ConfigCenter:
 
     def _connect_failed(self, exc: EtcdError) -> float:
         self._failures += 1
+        watch_health(self._gauge_name, False)
         if not self._started.is_set():
             self._start_offline(exc)
             self._started.set()

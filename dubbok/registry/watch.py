@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._gauges import watch_gone, watch_health
 from ..discovery import Listener
 from ..endpoint import Endpoint
 from ..errors import RegistryError
@@ -89,6 +90,7 @@ class ServiceWatch:
         self.namespace = namespace
         self.service = service
         self.prefix = providers_prefix(namespace, service)
+        self.gauge_name = f"registry:{namespace}/{service}"  # its dubbok.watch.healthy series
         self._client = client
         self._store = store
         self._protection = protection
@@ -214,6 +216,7 @@ class ServiceWatch:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
+        watch_gone(self.gauge_name)
 
     # -- worker thread ------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class ServiceWatch:
     def _watch_lost(self, error: EtcdError | None) -> None:
         watch, self._watch = self._watch, None
         self._generation += 1
+        if not self._closed:
+            watch_health(self.gauge_name, False)
         if watch is not None:
             watch.cancel()
         if not self._needs_resync:
@@ -352,6 +357,8 @@ class ServiceWatch:
             name=f"dubbok-etcd-stream-{self.service}",
         )
         self._needs_resync = False
+        if not self._closed:
+            watch_health(self.gauge_name, True)
 
     def _publish(self) -> None:
         """Deliver the records if they differ from what listeners have, within the rules."""

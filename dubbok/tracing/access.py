@@ -8,11 +8,13 @@ does, after the tracing observer) and give the logger a handler::
      "attempt":1,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}
 
 ``time`` is when the call started (UTC); ``peer`` the provider of the last attempt (client)
-or the caller (server); ``attempt`` how many attempts the call took (client) or ``1``
-(server); ``trace_id``/``span_id`` the trace context the last attempt sent (client) or the
-span current in the handler (server) — ``null`` without tracing. Request and response
-bodies and metadata (so auth tokens) are never logged. Each record also carries the fields
-as a dict in ``record.access``, for handlers that format their own way.
+or the caller (server); ``attempt`` how many attempts the call took (client), or which
+attempt of its caller's call this one was (server: the ``x-dubbok-attempt`` header a dubbok
+consumer sends with retries and hedges, else ``1``); ``trace_id``/``span_id`` the trace
+context the last attempt sent (client) or the span current in the handler (server) —
+``null`` without tracing. Request and response bodies and metadata (so auth tokens) are
+never logged. Each record also carries the fields as a dict in ``record.access``, for
+handlers that format their own way.
 
 When the logger is not enabled for the level, an observation is not even created.
 """
@@ -30,6 +32,7 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from ..core import ATTEMPT_HEADER
 from ..endpoint import Endpoint
 from ..invocation import Invocation, Metadata
 from ..observe import CallObservation, ServerObservation
@@ -69,7 +72,14 @@ class AccessLogObserver:
         if not self.logger.isEnabledFor(self.level):
             return None
         host, port = split_peer(context.peer() or "")
-        return _Served(self, service, method, host if port is None else f"{host}:{port}")
+        served = _Served(self, service, method, host if port is None else f"{host}:{port}")
+        for key, value in context.invocation_metadata() or ():
+            if key == ATTEMPT_HEADER:
+                text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+                if text.isdigit():
+                    served._attempt = int(text)
+                break
+        return served
 
     def _write(
         self,
@@ -164,7 +174,7 @@ class _Call:
 
 
 class _Served:
-    __slots__ = ("_log", "_method", "_peer", "_service", "_started", "_wall")
+    __slots__ = ("_attempt", "_log", "_method", "_peer", "_service", "_started", "_wall")
 
     def __init__(self, log: AccessLogObserver, service: str, method: str, peer: str) -> None:
         self._log = log
@@ -173,6 +183,7 @@ class _Served:
         self._peer = peer
         self._wall = time.time()
         self._started = _clock()
+        self._attempt = 1
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         pass  # the access log records calls, not governance events
@@ -187,6 +198,6 @@ class _Served:
             code,
             self._wall,
             _clock() - self._started,
-            1,
+            self._attempt,
             _ids(trace.get_current_span()),
         )

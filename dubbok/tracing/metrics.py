@@ -12,7 +12,7 @@ name                                      unit   what
 ``dubbok.client.retries``                 1      ``retry`` events: another attempt started
 ``dubbok.client.hedges``                  1      ``hedge`` events: a hedged attempt started
 ``dubbok.client.fallbacks``               1      ``fallback`` events: a degraded answer used
-``dubbok.client.rate_limited``            1      ``rate_limited`` events
+``dubbok.server.rate_limited``            1      ``rate_limited``: a provider's limit refused
 ``dubbok.client.events``                  1      any other event, by ``dubbok.event``
 ========================================  =====  ==========================================
 
@@ -87,7 +87,11 @@ _EVENT_COUNTERS = {
     "retry": ("dubbok.client.retries", "{retry}", "Attempts started after a failed one"),
     "hedge": ("dubbok.client.hedges", "{hedge}", "Hedged attempts started"),
     "fallback": ("dubbok.client.fallbacks", "{call}", "Calls answered by a fallback"),
-    "rate_limited": ("dubbok.client.rate_limited", "{call}", "Calls refused by a rate limit"),
+    "rate_limited": (
+        "dubbok.server.rate_limited",
+        "{call}",
+        "Calls this provider refused by a rate or concurrency limit",
+    ),
 }
 _OTHER_EVENTS = ("dubbok.client.events", "{event}", "Other governance events, by dubbok.event")
 

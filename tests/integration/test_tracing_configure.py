@@ -94,6 +94,42 @@ def test_configure_reads_the_otel_environment() -> None:
     assert "rpc.client.duration" in done.stdout and "from-env" in done.stdout
 
 
+def test_the_sampler_argument_wins_over_the_environment() -> None:
+    done = run_python(
+        """
+        import dubbok.tracing
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        dubbok.tracing.configure(exporter="console", metrics_exporter=None, sampler=ALWAYS_ON)
+        one_call()
+        trace.get_tracer_provider().shutdown()
+        """,
+        OTEL_TRACES_SAMPLER="always_off",
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(console_spans(done.stdout)) == 3
+
+
+def test_access_log_true_writes_json_lines() -> None:
+    done = run_python(
+        """
+        import logging, sys
+        import dubbok.tracing
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="ACCESS %(message)s")
+        dubbok.tracing.configure(exporter=None, metrics_exporter=None, access_log=True)
+        one_call()
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [
+        json.loads(line[len("ACCESS ") :])
+        for line in done.stdout.splitlines()
+        if line.startswith("ACCESS {")
+    ]
+    assert sorted(line["side"] for line in lines) == ["client", "server"]
+    assert {line["status"] for line in lines} == {"OK"}
+
+
 def test_an_existing_tracer_provider_is_used_as_it_is() -> None:
     done = run_python(
         """

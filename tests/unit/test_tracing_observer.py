@@ -296,7 +296,7 @@ def test_calls_by_status_and_governance_event_counters() -> None:
         for code in (OK, OK, grpc.StatusCode.UNAVAILABLE):
             obs = rec.observer.call(INV, "", "")
             assert obs is not None
-            for name in ("hedge", "fallback", "rate_limited", "breaker_open"):
+            for name in ("hedge", "fallback", "breaker_open"):
                 obs.event(name, {})
             one_call(obs, code)
 
@@ -306,7 +306,7 @@ def test_calls_by_status_and_governance_event_counters() -> None:
         for p in rec.points("rpc.client.duration")
     }
     assert counts == {0: 2, 14: 1}
-    for name in ("dubbok.client.hedges", "dubbok.client.fallbacks", "dubbok.client.rate_limited"):
+    for name in ("dubbok.client.hedges", "dubbok.client.fallbacks"):
         [point] = rec.points(name)
         assert point.value == 3
     [other] = rec.points("dubbok.client.events")
