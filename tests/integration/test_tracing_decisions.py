@@ -14,8 +14,18 @@ from typing import Any
 
 import grpc
 import pytest
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, propagate
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import (
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import dubbok
 from dubbok.testing import EchoServicer, ManualDiscovery, free_port, serve_provider, wait_until
@@ -291,3 +301,55 @@ def test_baggage_reaches_the_handler_of_a_sampled_call(rec: Recorder) -> None:
     assert "tenant=acme" in reply.metadata["baggage"]
     spans = rec.wait_for_spans(6)
     assert len({s.context.trace_id for s in spans}) == 2  # two sampled calls, two traces
+
+
+class _TenantPropagator(TextMapPropagator):
+    """A propagator of the process's own: carries baggage ``tenant`` as ``x-tenant``."""
+
+    def inject(
+        self, carrier: Any, context: Context | None = None, setter: Setter[Any] = default_setter
+    ) -> None:
+        value = baggage.get_baggage("tenant", context)
+        if value is not None:
+            setter.set(carrier, "x-tenant", str(value))
+
+    def extract(
+        self, carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
+    ) -> Context:
+        found = getter.get(carrier, "x-tenant")
+        context = context if context is not None else Context()
+        return baggage.set_baggage("tenant", found[0], context) if found else context
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-tenant"}
+
+
+def test_the_globally_configured_propagator_carries_the_context(rec: Recorder) -> None:
+    class Reads(EchoServicer):
+        def Echo(self, request: Any, context: Any) -> Any:
+            reply = super().Echo(request, context)
+            reply.text = str(baggage.get_baggage("tenant"))
+            return reply
+
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), _TenantPropagator()])
+    )
+    try:
+        with (
+            serve_provider(Reads("p"), observer=rec.observer) as provider,
+            dubbok.App("c", observer=rec.observer) as app,
+        ):
+            echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url)
+            token = context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                reply = echo.Echo(req())
+            finally:
+                context.detach(token)
+    finally:
+        propagate.set_global_textmap(before)
+    assert reply.text == "acme"
+    assert reply.metadata["x-tenant"] == "acme" and "baggage" not in reply.metadata
+    spans = rec.wait_for_spans(3)
+    assert len({s.context.trace_id for s in spans}) == 1
