@@ -284,6 +284,9 @@ class CallPlan:
         return None
 
     def _refused(self, why: str) -> RpcError:
+        if self.events is None:
+            self.events = []
+        self.events.append(("rate_limited", {"dubbok.limit": why}))
         return RpcError(
             self.policy.service,
             self.policy.method,

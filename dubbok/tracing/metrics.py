@@ -12,8 +12,10 @@ name                                      unit   what
 ``dubbok.client.retries``                 1      ``retry`` events: another attempt started
 ``dubbok.client.hedges``                  1      ``hedge`` events: a hedged attempt started
 ``dubbok.client.fallbacks``               1      ``fallback`` events: a degraded answer used
-``dubbok.server.rate_limited``            1      ``rate_limited``: a provider's limit refused
+``dubbok.client.rate_limited``            1      ``rate_limited``: a consumer limit refused
 ``dubbok.client.events``                  1      any other event, by ``dubbok.event``
+``dubbok.server.rate_limited``            1      ``rate_limited``: a provider's limit refused
+``dubbok.server.events``                  1      any other provider event, by ``dubbok.event``
 ========================================  =====  ==========================================
 
 Calls by status are the histograms' counts split by ``rpc.grpc.status_code`` (or
@@ -88,12 +90,24 @@ _EVENT_COUNTERS = {
     "hedge": ("dubbok.client.hedges", "{hedge}", "Hedged attempts started"),
     "fallback": ("dubbok.client.fallbacks", "{call}", "Calls answered by a fallback"),
     "rate_limited": (
+        "dubbok.client.rate_limited",
+        "{call}",
+        "Calls a consumer-side limit refused (bulkhead, actives)",
+    ),
+}
+_OTHER_EVENTS = ("dubbok.client.events", "{event}", "Other governance events, by dubbok.event")
+_SERVER_EVENT_COUNTERS = {
+    "rate_limited": (
         "dubbok.server.rate_limited",
         "{call}",
         "Calls this provider refused by a rate or concurrency limit",
     ),
 }
-_OTHER_EVENTS = ("dubbok.client.events", "{event}", "Other governance events, by dubbok.event")
+_OTHER_SERVER_EVENTS = (
+    "dubbok.server.events",
+    "{event}",
+    "Other provider-side governance events, by dubbok.event",
+)
 
 
 class Instruments:
@@ -102,7 +116,16 @@ class Instruments:
     Called from any thread or task on the call path; the SDK's instruments are thread-safe.
     """
 
-    __slots__ = ("_client_new", "_client_old", "_counters", "_other", "_server_new", "_server_old")
+    __slots__ = (
+        "_client_new",
+        "_client_old",
+        "_counters",
+        "_other",
+        "_other_server",
+        "_server_counters",
+        "_server_new",
+        "_server_old",
+    )
 
     def __init__(self, meter: Meter, mode: Semconv) -> None:
         self._client_old = self._server_old = self._client_new = self._server_new = None
@@ -131,6 +154,11 @@ class Instruments:
             for event, (name, unit, description) in _EVENT_COUNTERS.items()
         }
         self._other = meter.create_counter(*_OTHER_EVENTS)
+        self._server_counters = {
+            event: meter.create_counter(name, unit, description)
+            for event, (name, unit, description) in _SERVER_EVENT_COUNTERS.items()
+        }
+        self._other_server = meter.create_counter(*_OTHER_SERVER_EVENTS)
 
     def client_done(self, info: MethodInfo, code: grpc.StatusCode, seconds: float) -> None:
         old, new = info.client_metric(code)
@@ -152,6 +180,13 @@ class Instruments:
             counter.add(1, info.event_attrs)
         else:
             self._other.add(1, {**info.event_attrs, "dubbok.event": name})
+
+    def server_event(self, info: MethodInfo, name: str) -> None:
+        counter = self._server_counters.get(name)
+        if counter is not None:
+            counter.add(1, info.event_attrs)
+        else:
+            self._other_server.add(1, {**info.event_attrs, "dubbok.event": name})
 
 
 # -- gauges ---------------------------------------------------------------------------------

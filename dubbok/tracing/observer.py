@@ -695,7 +695,7 @@ class _Served:
         if span is not None and span.is_recording():
             span.add_event(name, attributes)
         if self._instruments is not None:
-            self._instruments.event(self._info, name)
+            self._instruments.server_event(self._info, name)
 
     def done(self, code: grpc.StatusCode, details: str) -> None:
         span = self._span

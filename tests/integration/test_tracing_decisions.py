@@ -205,6 +205,28 @@ def test_a_call_a_provider_rate_limits_is_an_event_on_its_span_and_counted(
     assert counted(rec, "dubbok.server.rate_limited", **{"rpc.method": "Echo"}) == 1
 
 
+def test_a_call_the_consumers_bulkhead_refuses_is_an_event_and_counted(rec: Recorder) -> None:
+    slow = Slow("p", 5.0)
+    with contextlib.ExitStack() as stack:
+        stack.callback(slow.released.set)
+        provider = stack.enter_context(serve_provider(slow))
+        app = stack.enter_context(dubbok.App("c", observer=rec.observer))
+        echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url, bulkhead=1)
+        held = threading.Thread(target=lambda: echo.Echo(req()))
+        held.start()
+        stack.callback(held.join, 10)
+        stack.callback(slow.released.set)  # runs first: the held call ends, then is joined
+        bulkhead = echo._governance.bulkhead  # type: ignore[attr-defined]
+        assert wait_until(lambda: bulkhead.active == 1, 5)
+        with pytest.raises(dubbok.RpcError) as info:
+            echo.Echo(req())
+        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    [refused] = [s for s in call_spans(rec) if events(s, "rate_limited")]
+    assert events(refused, "rate_limited") == [{"dubbok.limit": f"{SERVICE}: bulkhead 1 reached"}]
+    assert counted(rec, "dubbok.client.rate_limited", **{"rpc.method": "Echo"}) == 1
+    assert counted(rec, "dubbok.server.rate_limited") == 0
+
+
 def test_access_log_of_a_retried_call(rec: Recorder, caplog: pytest.LogCaptureFixture) -> None:
     class FailsFirst(EchoServicer):
         def Echo(self, request: Any, context: Any) -> Any:
