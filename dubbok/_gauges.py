@@ -9,6 +9,7 @@ nothing. Every function here is called on state changes (rare), never per call.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from .breaker import BreakerState
@@ -60,18 +61,39 @@ def directory_size(service: str, size: int) -> None:
         metrics.gauge_values(metrics.DIRECTORY_SIZE).set(float(size), {"rpc.service": service})
 
 
-def watch_health(watch: str, healthy: bool) -> None:
-    """A registry or config watch went live (``True``) or was lost → ``dubbok.watch.healthy``
-    (1 or 0) for the series ``dubbok.watch=<watch>``."""
-    metrics = _metrics()
-    if metrics is not None:
-        metrics.gauge_values(metrics.WATCH_HEALTHY).set(
-            1.0 if healthy else 0.0, {"dubbok.watch": watch}
-        )
+# Watches by series: several watches may share one (two Apps of a process discovering the
+# same service): the series reads 1 only while all of them are live, and goes with the last.
+_watch_lock = threading.Lock()
+_watches: dict[str, dict[int, bool]] = {}
 
 
-def watch_gone(watch: str) -> None:
-    """A watch was closed: its series is no longer reported."""
+def watch_health(watch: str, owner: object, healthy: bool) -> None:
+    """``owner``'s watch went live (``True``) or was lost → ``dubbok.watch.healthy`` for the
+    series ``dubbok.watch=<watch>``: 1 while every watch of that series is live, else 0."""
+    with _watch_lock:
+        owners = _watches.setdefault(watch, {})
+        owners[id(owner)] = healthy
+        _report(watch, owners)
+
+
+def watch_gone(watch: str, owner: object) -> None:
+    """``owner``'s watch was closed: the series goes when no watch of it is left."""
+    with _watch_lock:
+        owners = _watches.get(watch)
+        if owners is None:
+            return
+        owners.pop(id(owner), None)
+        if not owners:
+            del _watches[watch]
+        _report(watch, owners)
+
+
+def _report(watch: str, owners: dict[int, bool]) -> None:
     metrics = _metrics()
-    if metrics is not None:
-        metrics.gauge_values(metrics.WATCH_HEALTHY).remove({"dubbok.watch": watch})
+    if metrics is None:
+        return
+    values = metrics.gauge_values(metrics.WATCH_HEALTHY)
+    if owners:
+        values.set(1.0 if all(owners.values()) else 0.0, {"dubbok.watch": watch})
+    else:
+        values.remove({"dubbok.watch": watch})

@@ -505,11 +505,16 @@ class CallPlan:
 
     def announce_route(self, obs: CallObservation) -> None:
         """A ``routed`` event when the call's own routing (condition rules, tag lanes, a
-        function router) narrowed its candidates; before the first attempt."""
+        function router) narrowed its candidates; before the first attempt. Runs the call's
+        routing steps a second time (observed calls only) to name what decided."""
         plan = self.route.plan
         if plan is None or self.candidates >= plan.routable:
             return
-        decisions = plan.decisions(self.invocation)
+        try:
+            decisions = plan.decisions(self.invocation)
+        except Exception:  # a user's router failing the second time must not fail the call
+            log.debug("naming the routing of %s failed", self.policy.method, exc_info=True)
+            decisions = ()
         obs.event(
             "routed",
             {

@@ -180,7 +180,6 @@ class ConfigCenter:
         self._live = False
         self._failures = 0
         self._next_retry = 0.0
-        self._went_back = False  # a listing found an older etcd history
         # the series of the dubbok.watch.healthy gauge this center reports
         self._gauge_name = f"config:{self.layout.namespace}/{self.app}"
         self._tracked: set[str] = set()
@@ -230,7 +229,7 @@ class ConfigCenter:
             self._cancel_watch()
         if self._own_client:
             self._client.close()
-        watch_gone(self._gauge_name)
+        watch_gone(self._gauge_name, self)
         self._state = "stopped"
 
     def __enter__(self) -> ConfigCenter:
@@ -414,7 +413,7 @@ class ConfigCenter:
         """The watch is gone: list again at once (then with backoff while that fails)."""
         self._cancel_watch()
         self._live = False
-        watch_health(self._gauge_name, False)
+        watch_health(self._gauge_name, self, False)
         self._failures = 0
         self._next_retry = 0.0
         if self._state == "live":
@@ -426,10 +425,12 @@ class ConfigCenter:
         try:
             changed: set[str] = set()
             for _ in range(_LISTING_PASSES):
-                self._went_back = False
+                went_back = False
                 for prefix in self._view.scopes:
-                    changed |= self._list(prefix)
-                if not self._went_back:
+                    listed, back = self._list(prefix)
+                    changed |= listed
+                    went_back = went_back or back
+                if not went_back:
                     break
             else:
                 raise EtcdError(
@@ -454,7 +455,7 @@ class ConfigCenter:
             )
         self._live = True
         self._failures = 0
-        watch_health(self._gauge_name, True)
+        watch_health(self._gauge_name, self, True)
         self._process(changed)
         self._state = "live"
         self._started.set()
@@ -462,7 +463,7 @@ class ConfigCenter:
 
     def _connect_failed(self, exc: EtcdError) -> float:
         self._failures += 1
-        watch_health(self._gauge_name, False)
+        watch_health(self._gauge_name, self, False)
         if not self._started.is_set():
             self._start_offline(exc)
             self._started.set()
@@ -506,8 +507,11 @@ class ConfigCenter:
             self._recompute(service)
         self._publish_settings()
 
-    def _list(self, prefix: str) -> set[str]:
+    def _list(self, prefix: str) -> tuple[set[str], bool]:
+        """List ``prefix``: the keys that changed, and whether etcd went back to an older
+        history (every scope must then be listed again)."""
         kvs, revision = self._client.get_prefix(prefix)
+        went_back = False
         items = [(kv.key, kv.value, kv.mod_revision) for kv in kvs]
         if revision < self._revision or self._view.went_back(prefix, items, revision):
             _log.warning(
@@ -522,7 +526,7 @@ class ConfigCenter:
             )
             self._view.forget_revisions()
             self._revision = 0
-            self._went_back = True
+            went_back = True
         changed = self._view.apply_listing(prefix, items, revision)
         self._revision = max(self._revision, revision)
         # Keys known only from the snapshot: the listing now says whether they still exist.
@@ -530,7 +534,7 @@ class ConfigCenter:
             del self._seeds[key]
             changed.add(key)
         changed |= {k for k in self._good if k.startswith(prefix)}
-        return changed
+        return changed, went_back
 
     def _on_watch(self, item: WatchBatch | EtcdError) -> None:
         if isinstance(item, EtcdError):
@@ -550,14 +554,14 @@ class ConfigCenter:
         prefix = self.layout.scope_prefix(Scope.SERVICE, service)
         self._tracked.add(service)
         if self._view.add_scope(prefix) and self._live:
-            self._went_back = False
             try:
-                self._process(self._list(prefix))
+                listed, went_back = self._list(prefix)
             except EtcdError as exc:
                 _log.info("config center: cannot list %s (%s); reconnecting", prefix, exc.message)
                 self._lost()
             else:
-                if self._went_back:  # the other scopes, and the watch, are of the old history
+                self._process(listed)
+                if went_back:  # the other scopes, and the watch, are of the old history
                     self._lost()
         elif not self._live:
             self._process({k for k in self._seeds if k.startswith(prefix)}, seeds=True)

@@ -216,7 +216,7 @@ class ServiceWatch:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
-        watch_gone(self.gauge_name)
+        watch_gone(self.gauge_name, self)
 
     # -- worker thread ------------------------------------------------------------------
 
@@ -295,7 +295,7 @@ class ServiceWatch:
         watch, self._watch = self._watch, None
         self._generation += 1
         if not self._closed:
-            watch_health(self.gauge_name, False)
+            watch_health(self.gauge_name, self, False)
         if watch is not None:
             watch.cancel()
         if not self._needs_resync:
@@ -358,7 +358,7 @@ class ServiceWatch:
         )
         self._needs_resync = False
         if not self._closed:
-            watch_health(self.gauge_name, True)
+            watch_health(self.gauge_name, self, True)
 
     def _publish(self) -> None:
         """Deliver the records if they differ from what listeners have, within the rules."""

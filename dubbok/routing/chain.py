@@ -173,7 +173,8 @@ class RoutePlan:
     def decisions(self, invocation: Invocation) -> tuple[tuple[str, str], ...]:
         """The routers that narrowed ``invocation``'s candidates, each with what decided
         (a step's optional ``decided``: the rule's label, the call's tag; ``""`` if none).
-        Runs the per-call steps again: for span events, not for every call."""
+        Runs the per-call steps again, so a function router is asked a second time: called
+        for the ``routed`` span event of observed calls that routing narrowed."""
         out: list[tuple[str, str]] = []
         mask = self._base
         for name, step in self._steps:

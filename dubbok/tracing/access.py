@@ -76,7 +76,8 @@ class AccessLogObserver:
         for key, value in context.invocation_metadata() or ():
             if key == ATTEMPT_HEADER:
                 text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-                if text.isdigit():
+                # a caller's header: at most a few ASCII digits, anything else is ignored
+                if 0 < len(text) <= 4 and text.isascii() and text.isdigit():
                     served._attempt = int(text)
                 break
         return served

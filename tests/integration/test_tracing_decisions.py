@@ -152,7 +152,7 @@ def test_the_breaker_opens_half_opens_and_closes_as_events_and_a_fallback_says_w
                 "method": {
                     "consecutive_failures": 2,
                     "error_ratio": None,
-                    "reset_timeout": 0.2,
+                    "reset_timeout": 1.0,  # the refused call below comes well within it
                     "half_open_max_calls": 1,
                 },
                 "instance": None,
@@ -375,3 +375,19 @@ def test_the_globally_configured_propagator_carries_the_context(rec: Recorder) -
     assert reply.metadata["x-tenant"] == "acme" and "baggage" not in reply.metadata
     spans = rec.wait_for_spans(3)
     assert len({s.context.trace_id for s in spans}) == 1
+
+
+def test_a_malformed_attempt_header_is_logged_as_attempt_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="dubbok.access"),
+        serve_provider(EchoServicer("p"), observer=AccessLogObserver()) as provider,
+        grpc.insecure_channel(provider.address) as channel,
+    ):
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for value in ("9" * 5000, "-1", "two", "", "3"):
+            reply = stub.Echo(req(text="x"), metadata=[("x-dubbok-attempt", value)], timeout=5)
+            assert reply.text == "x"  # the handler ran: a caller's header cannot break it
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dubbok.access"]
+    assert [line["attempt"] for line in lines] == [1, 1, 1, 1, 3]

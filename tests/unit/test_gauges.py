@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dubbok.tracing  # noqa: F401  (tracing in use: the gauges are fed)
-from dubbok._gauges import MetricsBreakerListener, directory_size
+from dubbok._gauges import MetricsBreakerListener, directory_size, watch_gone, watch_health
 from dubbok.breaker import BreakerState
 from dubbok.tracing import metrics
 
@@ -28,3 +28,18 @@ def test_breaker_transitions_feed_the_state_and_ejection_gauges() -> None:
 def test_directory_size_gauge() -> None:
     directory_size("svc.D", 7)
     assert values(metrics.DIRECTORY_SIZE)[(("rpc.service", "svc.D"),)] == 7.0
+
+
+def test_watches_sharing_a_series_report_it_together() -> None:
+    series = (("dubbok.watch", "registry:unit/svc.W"),)
+    first, second = object(), object()
+    watch_health("registry:unit/svc.W", first, True)
+    watch_health("registry:unit/svc.W", second, True)
+    assert values(metrics.WATCH_HEALTHY)[series] == 1.0
+    watch_health("registry:unit/svc.W", second, False)
+    assert values(metrics.WATCH_HEALTHY)[series] == 0.0  # one of them is lost
+    watch_gone("registry:unit/svc.W", second)
+    assert values(metrics.WATCH_HEALTHY)[series] == 1.0  # the other is still live
+    watch_gone("registry:unit/svc.W", first)
+    assert series not in values(metrics.WATCH_HEALTHY)
+    watch_gone("registry:unit/svc.W", first)  # again: nothing to do
