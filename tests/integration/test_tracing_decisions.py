@@ -301,24 +301,33 @@ def test_histograms_record_milliseconds_and_the_stable_ones_seconds(
         rec.shutdown()
 
 
-def test_baggage_reaches_the_handler_of_a_sampled_call(rec: Recorder) -> None:
-    class Reads(EchoServicer):
-        def Echo(self, request: Any, context: Any) -> Any:
-            reply = super().Echo(request, context)
-            reply.text = str(baggage.get_baggage("tenant"))
-            return reply
+class ReadsTenant(EchoServicer):
+    """Echo that answers with the baggage ``tenant`` its handler sees."""
 
+    def Echo(self, request: Any, context: Any) -> Any:
+        reply = super().Echo(request, context)
+        reply.text = str(baggage.get_baggage("tenant"))
+        return reply
+
+
+def call_as_tenant(rec: Recorder, tenant: str) -> Any:
+    """One call, with baggage ``tenant`` set, to a ReadsTenant provider; its reply."""
     with (
-        serve_provider(Reads("p"), observer=rec.observer) as provider,
+        serve_provider(ReadsTenant("p"), observer=rec.observer) as provider,
         dubbok.App("c", observer=rec.observer) as app,
     ):
         echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url)
-        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        token = context.attach(baggage.set_baggage("tenant", tenant))
         try:
             reply = echo.Echo(req())
         finally:
             context.detach(token)
         assert echo.Echo(req()).text == "None"  # not set: none travels
+    return reply
+
+
+def test_baggage_reaches_the_handler_of_a_sampled_call(rec: Recorder) -> None:
+    reply = call_as_tenant(rec, "acme")
     assert reply.text == "acme"
     assert "tenant=acme" in reply.metadata["baggage"]
     spans = rec.wait_for_spans(6)
@@ -348,33 +357,18 @@ class _TenantPropagator(TextMapPropagator):
 
 
 def test_the_globally_configured_propagator_carries_the_context(rec: Recorder) -> None:
-    class Reads(EchoServicer):
-        def Echo(self, request: Any, context: Any) -> Any:
-            reply = super().Echo(request, context)
-            reply.text = str(baggage.get_baggage("tenant"))
-            return reply
-
     before = propagate.get_global_textmap()
     propagate.set_global_textmap(
         CompositePropagator([TraceContextTextMapPropagator(), _TenantPropagator()])
     )
     try:
-        with (
-            serve_provider(Reads("p"), observer=rec.observer) as provider,
-            dubbok.App("c", observer=rec.observer) as app,
-        ):
-            echo = app.reference(echo_pb2_grpc.EchoStub, discovery=provider.url)
-            token = context.attach(baggage.set_baggage("tenant", "acme"))
-            try:
-                reply = echo.Echo(req())
-            finally:
-                context.detach(token)
+        reply = call_as_tenant(rec, "acme")
     finally:
         propagate.set_global_textmap(before)
     assert reply.text == "acme"
     assert reply.metadata["x-tenant"] == "acme" and "baggage" not in reply.metadata
-    spans = rec.wait_for_spans(3)
-    assert len({s.context.trace_id for s in spans}) == 1
+    spans = rec.wait_for_spans(6)
+    assert len({s.context.trace_id for s in spans}) == 2  # each call one trace, both sides
 
 
 def test_a_malformed_attempt_header_is_logged_as_attempt_one(
