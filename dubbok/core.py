@@ -248,7 +248,7 @@ class CallPlan:
         self._picker: Picker | None = None
         self.candidates = len(route.endpoints)
         self._admitted = 0  # bit 1: bulkhead held, 2: actives held, 4: breaker allowed
-        # Breaker transitions this call caused, for the observer (span events); rare.
+        # Breaker transitions and limit refusals of this call, for the observer; rare.
         self.events: list[tuple[str, dict[str, object]]] | None = None
         self.budget_refused = False
         if policy.budget is not None:
@@ -284,9 +284,7 @@ class CallPlan:
         return None
 
     def _refused(self, why: str) -> RpcError:
-        if self.events is None:
-            self.events = []
-        self.events.append(("rate_limited", {"dubbok.limit": why}))
+        self._note("rate_limited", {"dubbok.limit": why})
         return RpcError(
             self.policy.service,
             self.policy.method,
@@ -428,6 +426,10 @@ class CallPlan:
             event = "endpoint_ejected" if name == "opened" else f"endpoint_{name}"
         else:
             event = f"breaker_{name}"
+        self._note(event, attributes)
+
+    def _note(self, event: str, attributes: dict[str, object]) -> None:
+        """An event for the observer, told when the call concludes (rare: no list before)."""
         if self.events is None:
             self.events = []
         self.events.append((event, attributes))

@@ -300,9 +300,7 @@ class _ConditionStep:
         _, rule = self._decide(invocation, mask)
         return "" if rule is None else rule.label
 
-    def decided(self, invocation: Invocation, mask: int) -> str:
-        _, rule = self._decide(invocation, mask)
-        return "" if rule is None else rule.label
+    decided = explain  # the rule that decided, whether it left endpoints or none
 
 
 class ConditionRouter:

@@ -85,7 +85,9 @@ GaugeCallback = Callable[[], Iterable[tuple[float, Mapping[str, AttributeValue]]
 # Seconds; the stable conventions' advice for RPC durations.
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
-_EVENT_COUNTERS = {
+# Counters of governance events, by event name; any other event counts in the side's
+# ``events`` counter with its name in ``dubbok.event``.
+_CLIENT_EVENTS = {
     "retry": ("dubbok.client.retries", "{retry}", "Attempts started after a failed one"),
     "hedge": ("dubbok.client.hedges", "{hedge}", "Hedged attempts started"),
     "fallback": ("dubbok.client.fallbacks", "{call}", "Calls answered by a fallback"),
@@ -94,20 +96,37 @@ _EVENT_COUNTERS = {
         "{call}",
         "Calls a consumer-side limit refused (bulkhead, actives)",
     ),
+    "": ("dubbok.client.events", "{event}", "Other governance events, by dubbok.event"),
 }
-_OTHER_EVENTS = ("dubbok.client.events", "{event}", "Other governance events, by dubbok.event")
-_SERVER_EVENT_COUNTERS = {
+_SERVER_EVENTS = {
     "rate_limited": (
         "dubbok.server.rate_limited",
         "{call}",
         "Calls this provider refused by a rate or concurrency limit",
     ),
+    "": ("dubbok.server.events", "{event}", "Other provider-side events, by dubbok.event"),
 }
-_OTHER_SERVER_EVENTS = (
-    "dubbok.server.events",
-    "{event}",
-    "Other provider-side governance events, by dubbok.event",
-)
+
+
+class _EventCounters:
+    """One side's event counters (see ``_CLIENT_EVENTS``)."""
+
+    __slots__ = ("_by_name", "_other")
+
+    def __init__(self, meter: Meter, table: Mapping[str, tuple[str, str, str]]) -> None:
+        self._by_name = {
+            event: meter.create_counter(name, unit, description)
+            for event, (name, unit, description) in table.items()
+            if event
+        }
+        self._other = meter.create_counter(*table[""])
+
+    def add(self, info: MethodInfo, name: str) -> None:
+        counter = self._by_name.get(name)
+        if counter is not None:
+            counter.add(1, info.event_attrs)
+        else:
+            self._other.add(1, {**info.event_attrs, "dubbok.event": name})
 
 
 class Instruments:
@@ -119,12 +138,10 @@ class Instruments:
     __slots__ = (
         "_client_new",
         "_client_old",
-        "_counters",
-        "_other",
-        "_other_server",
-        "_server_counters",
         "_server_new",
         "_server_old",
+        "client_events",
+        "server_events",
     )
 
     def __init__(self, meter: Meter, mode: Semconv) -> None:
@@ -149,16 +166,8 @@ class Instruments:
                 "Duration of inbound RPCs",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             )
-        self._counters = {
-            event: meter.create_counter(name, unit, description)
-            for event, (name, unit, description) in _EVENT_COUNTERS.items()
-        }
-        self._other = meter.create_counter(*_OTHER_EVENTS)
-        self._server_counters = {
-            event: meter.create_counter(name, unit, description)
-            for event, (name, unit, description) in _SERVER_EVENT_COUNTERS.items()
-        }
-        self._other_server = meter.create_counter(*_OTHER_SERVER_EVENTS)
+        self.client_events = _EventCounters(meter, _CLIENT_EVENTS)
+        self.server_events = _EventCounters(meter, _SERVER_EVENTS)
 
     def client_done(self, info: MethodInfo, code: grpc.StatusCode, seconds: float) -> None:
         old, new = info.client_metric(code)
@@ -173,20 +182,6 @@ class Instruments:
             self._server_old.record(seconds * 1e3, old)
         if self._server_new is not None:
             self._server_new.record(seconds, new)
-
-    def event(self, info: MethodInfo, name: str) -> None:
-        counter = self._counters.get(name)
-        if counter is not None:
-            counter.add(1, info.event_attrs)
-        else:
-            self._other.add(1, {**info.event_attrs, "dubbok.event": name})
-
-    def server_event(self, info: MethodInfo, name: str) -> None:
-        counter = self._server_counters.get(name)
-        if counter is not None:
-            counter.add(1, info.event_attrs)
-        else:
-            self._other_server.add(1, {**info.event_attrs, "dubbok.event": name})
 
 
 # -- gauges ---------------------------------------------------------------------------------

@@ -597,7 +597,7 @@ class _Call:
             assert self._span is not None
             self._span.add_event(name, attributes)
         if self._instruments is not None:
-            self._instruments.event(self._info, name)
+            self._instruments.client_events.add(self._info, name)
 
     def done(self, code: grpc.StatusCode, details: str) -> None:
         while self._attempt is not None:
@@ -649,7 +649,7 @@ class _Unsampled:
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         if self._instruments is not None:
-            self._instruments.event(self._info, name)
+            self._instruments.client_events.add(self._info, name)
 
     def done(self, code: grpc.StatusCode, details: str) -> None:
         if self._instruments is not None:
@@ -695,7 +695,7 @@ class _Served:
         if span is not None and span.is_recording():
             span.add_event(name, attributes)
         if self._instruments is not None:
-            self._instruments.server_event(self._info, name)
+            self._instruments.server_events.add(self._info, name)
 
     def done(self, code: grpc.StatusCode, details: str) -> None:
         span = self._span
